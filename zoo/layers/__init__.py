@@ -1,0 +1,17 @@
+"""Leaf building blocks shared by every family (BERT, GPT, ELMo). Imports no other zoo module."""
+
+from zoo.layers.attention import MultiHeadAttention, make_attention_mask
+from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
+from zoo.layers.heads import ClassificationHead, MaskedLMHead, gather_positions
+from zoo.layers.transformer import TransformerBlock
+
+__all__ = [
+    "ClassificationHead",
+    "MaskedLMHead",
+    "MultiHeadAttention",
+    "PositionEmbedding",
+    "TokenEmbedding",
+    "TransformerBlock",
+    "gather_positions",
+    "make_attention_mask",
+]

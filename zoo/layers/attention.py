@@ -1,0 +1,95 @@
+"""Multi-head self-attention with padding and causal masks.
+
+Shape legend: B batch, T sequence length, H hidden, N heads, D head dim (H = N * D).
+
+One fused query/key/value projection (a single [H, 3H] matmul) instead of three: the same maths as the
+papers, one GEMM launch instead of three, which matters on CPUs and small batches. Converters split or
+join the kernel (columns are laid out [q | k | v], each head-major like the originals).
+"""
+
+import keras
+from keras import ops
+
+
+def make_attention_mask(padding_mask, causal=False):
+    """Builds a boolean attention mask.
+
+    Args:
+      padding_mask: [B, T] int or bool, 1/True for real tokens.
+      causal: if True, position i attends only to positions <= i (GPT).
+
+    Returns:
+      bool [B, 1, T, T] (broadcast over heads): True where attention is allowed.
+    """
+    keys = ops.cast(padding_mask, "bool")[:, None, None, :]  # [B, 1, 1, T]
+    if not causal:
+        return keys
+    length = ops.shape(padding_mask)[1]
+    idx = ops.arange(length)
+    causal_mask = idx[:, None] >= idx[None, :]  # [T, T]
+    return ops.logical_and(keys, causal_mask[None, None, :, :])
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled dot-product self-attention over N heads.
+
+    Args:
+      num_heads: N.
+      hidden_dim: H; must be divisible by num_heads.
+      dropout: dropout rate on the attention probabilities.
+      kernel_initializer: initializer of the projections.
+
+    Call args:
+      x: float [B, T, H].
+      attention_mask: bool broadcastable to [B, N, T, T], True = may attend (see `make_attention_mask`).
+      training: bool.
+
+    Returns:
+      float [B, T, H].
+    """
+
+    def __init__(self, num_heads, hidden_dim, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}.")
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.head_dim = hidden_dim // num_heads
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=self.kernel_initializer, name="qkv")
+        self.output_dense = keras.layers.Dense(hidden_dim, kernel_initializer=self.kernel_initializer, name="output")
+        self.dropout_layer = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.output_dense.build(input_shape[:-1] + (self.hidden_dim,))
+        self.built = True
+
+    def call(self, x, attention_mask=None, training=False):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = self.qkv(x)  # [B, T, 3H]
+        qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))  # [B, T, 3, N, D]
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, N, T, D]
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        query = query * ops.cast(1.0 / self.head_dim**0.5, query.dtype)
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, N, T, T]
+        if attention_mask is not None:
+            # Softmax in float32: bf16 has too few mantissa bits for long rows of exponentials.
+            scores = ops.where(attention_mask, ops.cast(scores, "float32"), -1e9)
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
+        probs = self.dropout_layer(probs, training=training)
+        context = ops.matmul(probs, value)  # [B, N, T, D]
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, length, self.hidden_dim))  # [B, T, H]
+        return self.output_dense(context)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            hidden_dim=self.hidden_dim,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

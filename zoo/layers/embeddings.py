@@ -1,0 +1,73 @@
+"""Token and position embeddings.
+
+Shape legend: B batch, T sequence length, H hidden, V vocabulary.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TokenEmbedding(keras.layers.Layer):
+    """A [V, H] lookup table that can also project back onto the vocabulary (tied output embeddings).
+
+    Call: int [B, T] -> float [B, T, H]. `reverse(x)`: float [..., H] -> logits [..., V] = x @ E^T.
+    """
+
+    def __init__(self, vocabulary_size, hidden_dim, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.vocabulary_size, self.hidden_dim), initializer=self.embeddings_initializer
+        )
+        self.built = True
+
+    def call(self, token_ids):
+        return ops.take(ops.cast(self.embeddings, self.compute_dtype), token_ids, axis=0)
+
+    def reverse(self, x):
+        kernel = ops.cast(self.embeddings, x.dtype)
+        return ops.matmul(x, ops.transpose(kernel))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            hidden_dim=self.hidden_dim,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute positions (BERT, GPT-1). Call: float [B, T, H] -> float [T, H] for positions 0..T-1."""
+
+    def __init__(self, max_sequence_length, hidden_dim, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.max_sequence_length = max_sequence_length
+        self.hidden_dim = hidden_dim
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.max_sequence_length, self.hidden_dim), initializer=self.initializer
+        )
+        self.built = True
+
+    def call(self, x):
+        length = ops.shape(x)[1]
+        return ops.cast(self.embeddings[:length], self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            max_sequence_length=self.max_sequence_length,
+            hidden_dim=self.hidden_dim,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config

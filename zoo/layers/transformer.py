@@ -1,0 +1,90 @@
+"""The post-LN Transformer block shared by BERT (bidirectional) and GPT-1 (causal): only the mask differs.
+
+Shape legend: B batch, T sequence length, H hidden, F intermediate (feed-forward) dim.
+"""
+
+import keras
+
+from zoo.layers.attention import MultiHeadAttention
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TransformerBlock(keras.layers.Layer):
+    """x -> LN(x + Drop(Attn(x))) -> LN(h + Drop(FFN(h))), as in Vaswani et al., BERT and GPT-1.
+
+    Args:
+      num_heads: N attention heads.
+      hidden_dim: H.
+      intermediate_dim: F, the feed-forward width (4H in the papers).
+      dropout: dropout on the residual branches and the attention probabilities.
+      activation: feed-forward activation; "gelu" is the exact erf GELU that BERT and GPT use.
+      layer_norm_epsilon: 1e-12 in BERT, 1e-5 in GPT.
+      kernel_initializer: initializer of every kernel (BERT and GPT: truncated normal, stddev 0.02).
+
+    Call args:
+      x: float [B, T, H]; attention_mask: bool broadcastable to [B, N, T, T]; training: bool.
+
+    Returns:
+      float [B, T, H].
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        dropout=0.1,
+        activation="gelu",
+        layer_norm_epsilon=1e-12,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        init = self.kernel_initializer
+        self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
+        self.attention_dropout = keras.layers.Dropout(dropout)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
+        act = keras.activations.get(activation) if activation != "gelu" else _gelu
+        self.intermediate = keras.layers.Dense(intermediate_dim, activation=act, kernel_initializer=init, name="intermediate")
+        self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
+        self.ffn_dropout = keras.layers.Dropout(dropout)
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
+
+    def build(self, input_shape):
+        self.attention.build(input_shape)
+        self.attention_norm.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.ffn_output.build(input_shape[:-1] + (self.intermediate_dim,))
+        self.ffn_norm.build(input_shape)
+        self.built = True
+
+    def call(self, x, attention_mask=None, training=False):
+        attended = self.attention(x, attention_mask=attention_mask, training=training)
+        x = self.attention_norm(x + self.attention_dropout(attended, training=training))
+        h = self.ffn_output(self.intermediate(x))
+        return self.ffn_norm(x + self.ffn_dropout(h, training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            dropout=self.dropout,
+            activation=self.activation,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+def _gelu(x):
+    # The exact (erf) GELU of BERT's and GPT's original code, not the tanh approximation.
+    return keras.activations.gelu(x, approximate=False)

@@ -1,0 +1,1 @@
+"""Generic training machinery: strategies and the custom loop. Knows no model family."""
