@@ -1,0 +1,1 @@
+"""Command-line apps (absl). The only place flags live; everything below them is plain Python."""

@@ -1,0 +1,82 @@
+"""Glue shared by the trainers: flags -> corpus documents, vocabulary, tokenizer. No flags are defined here."""
+
+import os
+import time
+
+from absl import logging
+
+from zoo.data import corpus as corpus_lib
+from zoo.text.wordpiece import WordPieceTokenizer, learn_vocabulary, load_vocabulary
+
+
+def read_corpus(FLAGS):
+    """Documents (lists of sentences) from --corpus, --tfds or --default_corpus."""
+    sources = [bool(FLAGS.corpus), bool(FLAGS.tfds), bool(FLAGS.default_corpus)]
+    if sum(sources) != 1:
+        raise ValueError("Give exactly one text source: --corpus=<files, folders or globs>, --tfds=<dataset> or --default_corpus.")
+    if FLAGS.tfds:
+        documents = corpus_lib.read_tfds_documents(FLAGS.tfds, split=FLAGS.tfds_split, data_dir=FLAGS.tfds_data_dir, max_documents=FLAGS.max_documents)
+        source = f"tfds:{FLAGS.tfds}/{FLAGS.tfds_split}"
+    else:
+        paths = FLAGS.corpus or [corpus_lib.default_corpus_path()]
+        documents = corpus_lib.read_documents(paths, paragraph_mode=FLAGS.paragraph_mode)
+        source = ",".join(paths)
+    if FLAGS.max_documents:
+        documents = documents[: FLAGS.max_documents]
+    words = sum(len(s.split()) for d in documents for s in d)
+    logging.info("Corpus %s: %d documents, %d sentences, %d words", source, len(documents), sum(map(len, documents)), words)
+    return documents
+
+
+def vocabulary_for(documents, vocab_file, vocab_size, lowercase, existing=None):
+    """The vocabulary: `existing` (a resumed model dir's), --vocab_file, or learned from `documents`."""
+    if existing and os.path.exists(existing):
+        return load_vocabulary(existing)
+    if vocab_file:
+        return load_vocabulary(vocab_file)
+    start = time.time()
+    sentences = (s for d in documents for s in d)
+    vocabulary = learn_vocabulary(sentences, vocab_size, lowercase=lowercase)
+    logging.info("Learned a %d-token WordPiece vocabulary in %.1fs", len(vocabulary), time.time() - start)
+    return vocabulary
+
+
+def tokenize(documents, vocabulary, lowercase):
+    """(tokenizer, documents of id lists), logging throughput and the [UNK] rate."""
+    from zoo.data.pipeline import tokenize_documents
+
+    tokenizer = WordPieceTokenizer(vocabulary, lowercase=lowercase)
+    start = time.time()
+    ids = tokenize_documents(documents, tokenizer)
+    n = sum(len(s) for d in ids for s in d)
+    unk = sum(t == tokenizer.unknown_id for d in ids for s in d for t in s)
+    logging.info(
+        "Tokenized %d tokens in %.1fs (%.0f tokens/s), [UNK] %.2f%%", n, time.time() - start, n / max(time.time() - start, 1e-9), 100.0 * unk / max(n, 1)
+    )
+    if n == 0:
+        raise ValueError("The corpus tokenized to no tokens; check its encoding and content.")
+    return tokenizer, ids
+
+
+def progress_printer(label):
+    """A `progress(done, total)` callback that logs a bar about every 5%."""
+    state = {"last": -1, "start": time.time()}
+
+    def progress(done, total):
+        pct = int(100 * done / max(total, 1))
+        if pct // 5 != state["last"] // 5 or done == total:
+            state["last"] = pct
+            bar = "#" * (pct // 5) + "." * (20 - pct // 5)
+            logging.info("%s [%s] %3d%% (%d/%d, %.0fs)", label, bar, pct, done, total, time.time() - state["start"])
+
+    return progress
+
+
+def set_precision(precision):
+    import keras
+
+    keras.mixed_precision.set_global_policy(precision)
+    if precision != "float32":
+        logging.info("Compute in %s, variables in float32", precision)
+
+

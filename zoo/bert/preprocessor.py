@@ -1,0 +1,55 @@
+"""BertPreprocessor: raw strings -> the backbone's feature dict, entirely in the TF graph.
+
+Shape legend: B batch, T sequence length.
+"""
+
+import tensorflow as tf
+
+from zoo.text.packing import pack_segments
+from zoo.text.wordpiece import WordPieceTokenizer
+
+
+class BertPreprocessor(tf.Module):
+    """Tokenizes one or two texts per example and packs `[CLS] A [SEP] (B [SEP])`.
+
+    Args:
+      tokenizer: a `WordPieceTokenizer` or its config dict.
+      sequence_length: T, the maximum packed length (over-long text is truncated as google-research/bert does).
+      trim: if True, the output is cut to the longest example in the batch (faster serving of short texts);
+        if False every batch is exactly T long (static shapes for XLA/TPU training).
+
+    Call args:
+      texts: string [B]; texts_b: optional string [B] (sentence pairs).
+
+    Returns:
+      dict of int32 [B, T'] tensors `token_ids`, `segment_ids`, `padding_mask` (T' = T, or the batch's longest).
+
+    Example:
+      >>> pre = BertPreprocessor(WordPieceTokenizer("vocab.txt"), sequence_length=128)
+      >>> pre(tf.constant(["a sentence"]))["token_ids"]
+    """
+
+    def __init__(self, tokenizer, sequence_length=128, trim=False, name=None):
+        super().__init__(name=name)
+        if isinstance(tokenizer, dict):
+            tokenizer = WordPieceTokenizer(**tokenizer)
+        if sequence_length < 3:
+            raise ValueError(f"sequence_length must be at least 3 ([CLS] x [SEP]); got {sequence_length}.")
+        self.tokenizer = tokenizer
+        self.sequence_length = int(sequence_length)
+        self.trim = bool(trim)
+
+    def __call__(self, texts, texts_b=None):
+        segments = [self.tokenizer.tokenize(tf.reshape(texts, [-1]))]
+        if texts_b is not None:
+            segments.append(self.tokenizer.tokenize(tf.reshape(texts_b, [-1])))
+        features = pack_segments(
+            segments, self.sequence_length, cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id, pad_id=self.tokenizer.pad_id
+        )
+        if self.trim:
+            longest = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
+            features = {k: v[:, :longest] for k, v in features.items()}
+        return features
+
+    def get_config(self):
+        return {"tokenizer": self.tokenizer.get_config(), "sequence_length": self.sequence_length, "trim": self.trim}

@@ -1,0 +1,62 @@
+"""BERT's raw-string serving endpoints (feature-based and fine-tuned), for `zoo.export`.
+
+Shape legend: B batch, T packed length (longest in the batch, at most the preprocessor's), H hidden, K classes.
+"""
+
+import tensorflow as tf
+
+_TEXT = tf.TensorSpec([None], tf.string, name="text")
+_TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
+_TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
+
+
+def serving_endpoints(backbone, preprocessor, classifier=None):
+    """Returns ({name: tf.function}, default endpoint name, {name: trackable}).
+
+    Endpoints:
+      encode(text [B]) / encode_pairs(text_a [B], text_b [B]) -> pooled_output [B, H], sequence_output [B, T, H],
+        sequence_mask int32 [B, T], embedding_output [B, T, H], encoder_layer_0..L-1 [B, T, H] (every layer).
+      With `classifier`: classify(text) / classify_pairs(text_a, text_b) -> probabilities [B, K], logits [B, K].
+    """
+
+    def encode_features(features):
+        out = backbone(features, training=False)
+        result = {
+            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
+            "sequence_output": tf.cast(out["sequence_output"], tf.float32),
+            "sequence_mask": tf.cast(features["padding_mask"], tf.int32),
+            "embedding_output": tf.cast(out["embedding_output"], tf.float32),
+        }
+        for i, layer in enumerate(out["encoder_outputs"]):
+            result[f"encoder_layer_{i}"] = tf.cast(layer, tf.float32)
+        return result
+
+    @tf.function(input_signature=[_TEXT])
+    def encode(text):
+        return encode_features(preprocessor(text))
+
+    @tf.function(input_signature=[_TEXT_A, _TEXT_B])
+    def encode_pairs(text_a, text_b):
+        return encode_features(preprocessor(text_a, text_b))
+
+    endpoints = {"encode": encode, "encode_pairs": encode_pairs}
+    trackables = {"backbone": backbone, "tokenizer": preprocessor.tokenizer}
+    default = "encode"
+    if classifier is not None:
+
+        def classify_features(features):
+            logits = classifier(features, training=False)
+            return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+
+        @tf.function(input_signature=[_TEXT])
+        def classify(text):
+            return classify_features(preprocessor(text))
+
+        @tf.function(input_signature=[_TEXT_A, _TEXT_B])
+        def classify_pairs(text_a, text_b):
+            return classify_features(preprocessor(text_a, text_b))
+
+        endpoints.update(classify=classify, classify_pairs=classify_pairs)
+        trackables["head"] = classifier.head
+        default = "classify"
+    return endpoints, default, trackables
