@@ -59,13 +59,13 @@ def tokenize(documents, vocabulary, lowercase):
 
 
 def progress_printer(label):
-    """A `progress(done, total)` callback that logs a bar about every 5%."""
-    state = {"last": -1, "start": time.time()}
+    """A `progress(done, total)` callback that logs a bar at most every 5 seconds, and at the end."""
+    state = {"last": 0.0, "start": time.time()}
 
     def progress(done, total):
         pct = int(100 * done / max(total, 1))
-        if pct // 5 != state["last"] // 5 or done == total:
-            state["last"] = pct
+        if time.time() - state["last"] >= 5 or done == total:
+            state["last"] = time.time()
             bar = "#" * (pct // 5) + "." * (20 - pct // 5)
             logging.info("%s [%s] %3d%% (%d/%d, %.0fs)", label, bar, pct, done, total, time.time() - state["start"])
 
@@ -80,3 +80,23 @@ def set_precision(precision):
         logging.info("Compute in %s, variables in float32", precision)
 
 
+def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=False):
+    """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir."""
+    import zoo
+    from zoo import export as export_lib
+    from zoo import model_dir as md
+
+    config = md.read_config(model_dir)
+    family = zoo.family(config["family"])
+    classifier = None
+    if "classifier" in config:
+        classifier = family.load_classifier(model_dir, trim=True)
+        backbone, preprocessor = classifier.backbone, classifier.preprocessor
+        if sequence_length:
+            preprocessor = family.Preprocessor(preprocessor.tokenizer, sequence_length, trim=True)
+    else:
+        backbone, preprocessor = family.load_pretrained(model_dir, sequence_length=sequence_length, trim=True)
+    endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier)
+    folder = md.config_dir(model_dir)
+    assets = {name: os.path.join(folder, name) for name in (md.CONFIG_FILE, config["preprocessor"]["vocabulary"])}
+    return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)

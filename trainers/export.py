@@ -7,10 +7,9 @@ embedding_output, encoder_layer_i (every layer); a fine-tuned model adds classif
 probabilities, logits (and is the serving_default). Only TF core and TF Text ops that TF Serving runs.
 """
 
-import os
-
 from absl import flags, logging
 
+from trainers import common
 from trainers import flags as zflags
 
 FLAGS = flags.FLAGS
@@ -20,31 +19,9 @@ flags.DEFINE_integer("sequence_length", None, "Maximum tokens per input (default
 flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
 
 
-def export(model_dir, export_dir, sequence_length=None, overwrite=False):
-    """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir."""
-    import zoo
-    from zoo import export as export_lib
-    from zoo import model_dir as md
-
-    config = md.read_config(model_dir)
-    family = zoo.family(config["family"])
-    classifier = None
-    if "classifier" in config:
-        classifier = family.load_classifier(model_dir, trim=True)
-        backbone, preprocessor = classifier.backbone, classifier.preprocessor
-        if sequence_length:
-            preprocessor = family.Preprocessor(preprocessor.tokenizer, sequence_length, trim=True)
-    else:
-        backbone, preprocessor = family.load_pretrained(model_dir, sequence_length=sequence_length, trim=True)
-    endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier)
-    folder = md.config_dir(model_dir)
-    assets = {name: os.path.join(folder, name) for name in (md.CONFIG_FILE, config["preprocessor"]["vocabulary"])}
-    return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
-
-
 def main(_):
     zflags.require(model_dir=FLAGS.model_dir, export_dir=FLAGS.export_dir)
-    path = export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.sequence_length, FLAGS.overwrite)
+    path = common.export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.sequence_length, FLAGS.overwrite)
     logging.info("Try it: saved_model_cli run --dir %s --tag_set serve --signature_def serving_default --input_exprs 'text=[\"hello world\"]'", path)
 
 

@@ -105,9 +105,9 @@ def main(_):
     logging.info("Eval accuracy %.4f (majority class %.4f, init %s%s)", result["accuracy"], majority, FLAGS.init, " [random init]" if FLAGS.random_init else "")
     save(model, family, config, FLAGS.model_dir, num_classes, result, majority)
     if FLAGS.export_dir:
-        from trainers.export import export
+        from trainers.common import export_model_dir
 
-        export(FLAGS.model_dir, FLAGS.export_dir, overwrite=True)
+        export_model_dir(FLAGS.model_dir, FLAGS.export_dir, overwrite=True)
 
 
 def save(model, family, config, model_dir, num_classes, result, majority):
