@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny configs, a small real vocabulary, quiet TensorFlow."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import pytest  # noqa: E402
+
+TINY = dict(vocabulary_size=120, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from zoo.bert import BertConfig
+
+    return BertConfig(**TINY)
+
+
+@pytest.fixture(scope="session")
+def real_vocabulary():
+    """A 600-token WordPiece vocabulary learned from 300 real IMDB reviews (the demo corpus)."""
+    from zoo.data.corpus import imdb_documents
+    from zoo.text.wordpiece import learn_vocabulary
+
+    docs = imdb_documents()[:300]
+    return learn_vocabulary((s for d in docs for s in d), 600)
