@@ -60,7 +60,7 @@ def main(_):
                 counter["n"] += 1
                 yield example
 
-        paths = records.write_examples(counted(), os.path.join(tmp, "train"), FLAGS.num_shards)
+        paths = records.write_examples(counted(), os.path.join(tmp, "train-*.tfrecord"), FLAGS.num_shards)
         if counter["n"] == 0:
             raise ValueError("The corpus produced no instances: it needs documents of at least two sentences.")
         save_vocabulary(vocabulary, os.path.join(tmp, "vocab.txt"))

@@ -11,6 +11,8 @@ import shutil
 import tensorflow as tf
 from absl import logging
 
+from zoo.model_dir import raw_weights
+
 # Every op tensorflow-text 2.21.1 registers, and the subset that the TF Text 2.12.1 inside older TF Serving
 # releases also has (../shared/serving_ops.md, found in that wheel's shared libraries).
 TF_TEXT_OPS_2_21 = frozenset(
@@ -54,7 +56,8 @@ def export_saved_model(export_dir, endpoints, trackables, assets=None, default_e
     shutil.rmtree(tmp, ignore_errors=True)
     root = tf.Module()
     for name, obj in trackables.items():
-        setattr(root, name, obj)
+        # Keras layers are kept as lists of their raw tf.Variables (see zoo.model_dir.raw_weights).
+        setattr(root, name, raw_weights(obj) if hasattr(obj, "weights") and hasattr(obj, "build") else obj)
     signatures = {name: fn.get_concrete_function() for name, fn in endpoints.items()}
     if default_endpoint:
         signatures["serving_default"] = signatures[default_endpoint]
@@ -95,11 +98,12 @@ def disallowed_ops(ops):
     """Ops that an old or new TF Serving cannot run: not TF core, TF Text ops missing from 2.12.1, Python ops."""
     from tensorflow.python.framework import op_def_registry
 
-    registered = set(op_def_registry.get_registered_ops())
-    core = registered - TF_TEXT_OPS_2_21
+    import tensorflow_text  # noqa: F401  (registers TF Text's ops so they are known by name)
+
     bad = []
     for op in ops:
-        if op in PYTHON_OPS or (op not in core and op not in TF_TEXT_OPS_SERVABLE):
+        core = op_def_registry.get(op) is not None and op not in TF_TEXT_OPS_2_21
+        if op in PYTHON_OPS or not (core or op in TF_TEXT_OPS_SERVABLE):
             bad.append(op)
     return sorted(bad)
 

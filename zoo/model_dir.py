@@ -51,6 +51,15 @@ def is_export(path):
     return os.path.exists(os.path.join(path, "saved_model.pb"))
 
 
+def raw_weights(layer):
+    """The tf.Variables under a Keras layer's weights, in a fixed order (seed-generator states excluded).
+
+    Exports track these raw variables (not the Keras wrappers): the functions capture the raw variables, and
+    only then do TF1-style loaders (TF Serving, saved_model_cli) find them restored.
+    """
+    return [getattr(v, "value", v) for v in layer.weights if "seed_generator" not in v.path]
+
+
 def restore(path, **parts):
     """Loads trained weights into built model parts (e.g. backbone=..., head=...) from a model dir or export.
 
@@ -59,9 +68,10 @@ def restore(path, **parts):
     ignored, but every variable of every part must be found.
     """
     if is_export(path):
-        status = tf.train.Checkpoint(**parts).read(os.path.join(path, "variables", "variables"))
+        ckpt, prefix = os.path.join(path, "variables", "variables"), ""
+        status = tf.train.Checkpoint(**{name: raw_weights(part) for name, part in parts.items()}).read(ckpt)
     else:
-        ckpt = tf.train.latest_checkpoint(path)
+        ckpt, prefix = tf.train.latest_checkpoint(path), "model/"
         if ckpt is None:
             raise ModelDirError(f"No checkpoint in {path!r}: train first, or point to a dir with ckpt-N files.")
         status = tf.train.Checkpoint(model=tf.train.Checkpoint(**parts)).read(ckpt)
@@ -69,6 +79,13 @@ def restore(path, **parts):
         status.expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise ModelDirError(f"{path!r} does not hold weights for {sorted(parts)} of this architecture: {e}") from e
+    # assert_existing_objects_matched only checks what both sides have: also require that the checkpoint
+    # stores every weight of every part (dropout seed states are not weights).
+    for name, part in parts.items():
+        found = _count_stored_variables(ckpt, prefix.strip("/").split("/")[:1] + [name] if prefix else [name])
+        wanted = len([v for v in part.variables if "seed_generator" not in v.path])
+        if found < wanted:
+            raise ModelDirError(f"{ckpt} holds {found} of the {wanted} weights of {name!r}; it was written by another architecture or version.")
     return parts
 
 
@@ -76,3 +93,26 @@ def restore_backbone(backbone, path):
     """Loads a backbone's trained weights from a model dir's latest checkpoint or an export."""
     restore(path, backbone=backbone)
     return backbone
+
+
+def _count_stored_variables(ckpt, path):
+    """Variables reachable from the object at `path` (e.g. ["model", "backbone"]) in a checkpoint's object graph."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(ckpt).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    node = 0
+    for name in path:
+        children = {c.local_name: c.node_id for c in graph.nodes[node].children}
+        if name not in children:
+            return 0
+        node = children[name]
+    seen, stack, count = set(), [node], 0
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        count += any(a.name == "VARIABLE_VALUE" for a in graph.nodes[n].attributes)
+        stack.extend(c.node_id for c in graph.nodes[n].children)
+    return count

@@ -72,6 +72,10 @@ class BertBackbone(keras.Model):
             )
             for i in range(num_layers)
         ]
+        # tf.train.Checkpoint does not see into Keras' tracked lists: name each block as an attribute too, so
+        # checkpoints and SavedModels hold them (as transformer_layer_i).
+        for i, block in enumerate(self.blocks):
+            setattr(self, f"transformer_layer_{i}", block)
         self.pooler = keras.layers.Dense(hidden_dim, activation="tanh", kernel_initializer=init(), name="pooler")
 
     def build_from_config(self, config):

@@ -52,7 +52,9 @@ class BertClassifier(keras.Model):
         from zoo.bert.pretrained import load_pretrained  # local: pretrained.py imports this module's siblings
 
         backbone, preprocessor = load_pretrained(model_dir, sequence_length=sequence_length)
-        return cls(backbone, num_classes, preprocessor=preprocessor, dropout=dropout)
+        model = cls(backbone, num_classes, preprocessor=preprocessor, dropout=dropout)
+        model.build()
+        return model
 
     def build_from_config(self, config):
         self.build()

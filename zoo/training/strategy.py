@@ -2,11 +2,13 @@
 
 import json
 import os
+import socket
 
 import tensorflow as tf
 from absl import logging
 
 STRATEGIES = ("cpu", "mirrored", "multi_worker", "tpu")
+TPU_LOOKUP_TIMEOUT_S = 20  # seconds per metadata-server / Cloud TPU API request
 
 
 class StrategyError(ValueError):
@@ -63,15 +65,21 @@ def make_strategy(name, *, tpu=None, num_cpu_devices=1):
 def _tpu_strategy(tpu):
     if not tpu:
         raise StrategyError("--strategy=tpu needs --tpu=<name or grpc://address> (or --tpu=local on a TPU VM).")
+    # TPUClusterResolver asks the GCE metadata server and the Cloud TPU API with urllib's default (no) timeout, so
+    # off Google Cloud it could hang; bound every lookup. Any failure there means "no such TPU from here".
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(TPU_LOOKUP_TIMEOUT_S)
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=None if tpu == "local" else tpu)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)  # "local": TF's TPU-VM mode
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as e:
+    except Exception as e:  # urllib/socket OSErrors, googleapiclient HttpError, ValueError, tf OpErrors...
         raise StrategyError(
             f"No TPU reachable at --tpu={tpu!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
             "Check the TPU name and zone, that this VM can reach it, or use --strategy=cpu|mirrored."
         ) from e
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
     return tf.distribute.TPUStrategy(resolver)
 
 

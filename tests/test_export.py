@@ -1,0 +1,137 @@
+"""Raw-string SavedModel export: fresh-process parity, saved_model_cli, op allow-list, edge inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import export as export_lib
+from zoo.bert import BertClassifier, BertConfig, load_pretrained, pretrainer, write_model_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXTS = ["The movie was great!", "", "naïve café — 東京 🙂 " * 40, "Ünïcödé and ZWJ 👩‍👩‍👧 family", "short"]
+PAIRS = (["Is it good?", "", "a b c"], ["Yes, very.", "x", ""])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, real_vocabulary):
+    """A zoo model dir with random (seeded) weights and a real vocabulary, as trainers.pretrain writes it."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    path = str(tmp_path_factory.mktemp("bert_model"))
+    config = BertConfig(vocabulary_size=len(real_vocabulary), num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+    model = pretrainer(config)
+    write_model_dir(path, config, real_vocabulary, lowercase=True, sequence_length=32)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), path, max_to_keep=1).save()
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory):
+    from trainers.common import export_model_dir
+
+    out = str(tmp_path_factory.mktemp("export") / "bert")
+    export_model_dir(model_dir, out)
+    return out
+
+
+FRESH = r"""
+import json, sys
+import numpy as np, tensorflow as tf, tensorflow_text  # the only imports a server-side user needs
+assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
+loaded = tf.saved_model.load(sys.argv[1])
+texts = json.loads(sys.argv[2]); pairs = json.loads(sys.argv[3])
+out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(texts)).items()}
+pair = {k: v.numpy() for k, v in loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])).items()}
+assert not any(m.startswith("zoo") for m in sys.modules)
+np.savez(sys.argv[4], **{"single_" + k: v for k, v in out.items()}, **{"pair_" + k: v for k, v in pair.items()})
+"""
+
+
+def test_fresh_process_parity_with_keras(exported, model_dir, tmp_path):
+    npz = str(tmp_path / "out.npz")
+    subprocess.run([sys.executable, "-c", FRESH, exported, json.dumps(TEXTS), json.dumps(PAIRS), npz], check=True, cwd=str(tmp_path))
+    got = np.load(npz)
+    backbone, pre = load_pretrained(model_dir, trim=True)
+    for prefix, features in (("single_", pre(tf.constant(TEXTS))), ("pair_", pre(tf.constant(PAIRS[0]), tf.constant(PAIRS[1])))):
+        ref = backbone(features)
+        mask = features["padding_mask"].numpy()
+        np.testing.assert_array_equal(got[prefix + "sequence_mask"], mask)
+        assert np.abs(got[prefix + "pooled_output"] - ref["pooled_output"].numpy()).max() <= 1e-5
+        assert np.abs(got[prefix + "sequence_output"] - ref["sequence_output"].numpy()).max() <= 1e-5
+        for i, layer in enumerate(ref["encoder_outputs"]):
+            assert np.abs(got[f"{prefix}encoder_layer_{i}"] - layer.numpy()).max() <= 1e-5
+        assert np.abs(got[prefix + "embedding_output"] - ref["embedding_output"].numpy()).max() <= 1e-5
+    # Over-long text is truncated to the model's 32 tokens; the empty string is [CLS] [SEP].
+    assert got["single_sequence_output"].shape[1] == 32
+    assert got["single_sequence_mask"][1].sum() == 2
+    assert np.all(np.isfinite(got["single_pooled_output"]))
+
+
+# saved_model_cli itself, with TF Text's ops registered first (as TF Serving links them into its binary).
+SAVED_MODEL_CLI = "import sys, tensorflow_text; from tensorflow.python.tools import saved_model_cli; sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()"
+
+
+def test_saved_model_cli_runs(exported):
+    result = subprocess.run(
+        [sys.executable, "-c", SAVED_MODEL_CLI, "run", "--dir", exported, "--tag_set", "serve", "--signature_def", "serving_default", "--input_exprs", 'text=["hello world", ""]'],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pooled_output" in result.stdout
+
+
+def test_only_tf_serving_ops(exported):
+    ops = export_lib.list_ops(exported)
+    assert "FastWordpieceTokenizeWithOffsets" in ops  # the check really sees TF Text ops
+    assert export_lib.disallowed_ops(ops) == []
+    assert not set(ops) & export_lib.TF_TEXT_MISSING_IN_2_12
+
+
+def test_op_check_rejects_python_and_new_tf_text_ops(tmp_path):
+    import tensorflow_text as tf_text
+
+    module = tf.Module()
+    module.f = tf.function(lambda x: tf.py_function(lambda y: y, [x], tf.float32), input_signature=[tf.TensorSpec([None], tf.float32)])
+    trimmer = tf_text.RoundRobinTrimmer(max_seq_length=4)
+    module.g = tf.function(lambda x: trimmer.trim([tf.RaggedTensor.from_tensor(x)])[0].flat_values, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    path = str(tmp_path / "bad")
+    tf.saved_model.save(module, path)
+    bad = export_lib.disallowed_ops(export_lib.list_ops(path))
+    assert "EagerPyFunc" in bad and "TFText>RoundRobinTrim" in bad
+    with pytest.raises(export_lib.ExportError, match="TF Serving"):
+        export_lib.check_serving_ops(path)
+
+
+def test_failed_export_leaves_nothing(model_dir, tmp_path):
+    backbone, pre = load_pretrained(model_dir, trim=True)
+    bad = tf.function(lambda text: {"x": tf.py_function(lambda t: tf.strings.length(t), [text], tf.int32)}, input_signature=[tf.TensorSpec([None], tf.string)])
+    out = str(tmp_path / "never")
+    with pytest.raises(export_lib.ExportError):
+        export_lib.export_saved_model(out, {"bad": bad}, {"backbone": backbone})
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
+    from trainers.common import export_model_dir
+
+    classifier = BertClassifier.from_model_dir(model_dir, num_classes=3)
+    ft_dir = str(tmp_path / "ft")
+    config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
+    from zoo.text.wordpiece import load_vocabulary
+
+    write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")), sequence_length=32, classifier={"num_classes": 3, "dropout": 0.1})
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
+    out = export_model_dir(ft_dir, str(tmp_path / "ft_export"))
+    loaded = tf.saved_model.load(out)
+    probs = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    ref = tf.nn.softmax(classifier(tf.constant(TEXTS))).numpy()
+    assert np.abs(probs - ref).max() <= 1e-5
+    pair_probs = loaded.signatures["classify_pairs"](text_a=tf.constant(PAIRS[0]), text_b=tf.constant(PAIRS[1]))["probabilities"]
+    assert pair_probs.shape == (3, 3)

@@ -1,0 +1,386 @@
+"""BERT tokenization inside the TF graph: basic tokenization + WordPiece, and a WordPiece vocabulary learner.
+
+Token ids equal google-research/bert's `FullTokenizer` (HF's `BertTokenizerLegacy` variant: every category C
+character is dropped, words over 100 characters become [UNK]); tests/test_tokenizer_parity.py checks this on
+~60 hard texts. Only TF core ops plus the TF Text ops `NormalizeUTF8` and `FastWordpieceTokenizeWithOffsets`
+are used, all present in TF Text 2.12.1, so an export loads in old TF Serving too (see shared/serving_ops.md).
+
+Known differences, by design (the original's behaviour is kept):
+  * HF `BertTokenizerLegacy` NFC-normalizes the text first; the original does not. This only matters for cased
+    vocabularies and decomposed or singleton-decomposable input (e.g. 'e' + U+0301, U+2126 OHM SIGN, U+F900).
+  * HF keeps special-token strings such as "[CLS]" inside the text whole; the original splits them into
+    '[', 'cl', '##s', ']' like any other text, as does this tokenizer.
+  * HF's Rust `BertTokenizer` (transformers 5's default) also lower-cases without the final-sigma rule and keeps
+    unassigned codepoints; this tokenizer follows Python's str.lower() and drops them, as the original.
+"""
+
+import collections
+import heapq
+import os
+from typing import Iterable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from zoo.text import unicode
+
+RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# How many codepoints each class becomes when cleaning text: dropped (0), CJK padded with spaces (3), else 1.
+_EXPANSION = np.array([1, 0, 1, 3, 1, 1], np.int32)
+_SPACE_CP = 32
+
+
+def load_vocabulary(path: str) -> list[str]:
+    """Reads a vocab.txt (one token per line, id = line number)."""
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"Vocabulary file not found: {path!r}")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        tokens = [line.rstrip(b"\n").rstrip(b"\r").decode("utf-8") for line in f]
+    if not tokens:
+        raise ValueError(f"Vocabulary file is empty: {path!r}")
+    return tokens
+
+
+def save_vocabulary(vocab: list[str], path: str) -> None:
+    """Writes one token per line, atomically (temporary file + os.replace) so readers never see half a file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write("".join(token + "\n" for token in vocab))
+    os.replace(tmp, path)
+
+
+def _shifted(x: tf.Tensor) -> tf.Tensor:
+    """x[i - 1] for i > 0 (x[0] at 0; callers mask row starts anyway). Works for empty x."""
+    return tf.gather(x, tf.maximum(tf.range(tf.size(x)) - 1, 0))
+
+
+class BasicTokenizer(tf.Module):
+    """google-research/bert `BasicTokenizer` on codepoints: clean, split CJK, lower/strip accents, punctuation.
+
+    Args:
+      lowercase: apply str.lower() (full Unicode lower-casing, final sigma included).
+      strip_accents: NFD then drop category Mn. None follows `lowercase`, as in the original.
+    """
+
+    def __init__(self, lowercase: bool = True, strip_accents: bool | None = None, name: str | None = None):
+        super().__init__(name=name)
+        self.lowercase = bool(lowercase)
+        self.strip_accents = self.lowercase if strip_accents is None else bool(strip_accents)
+        self._tables = unicode.tables()
+
+    def _classes_of(self, values):
+        return unicode.lookup(values, self._tables["class_starts"], self._tables["class_ids"])
+
+    def __call__(self, texts) -> tf.RaggedTensor:
+        """Splits texts into basic tokens (words and single punctuation/CJK characters).
+
+        Args:
+          texts: string [B] (or a scalar string, giving string [(w)]). Invalid UTF-8 is replaced by U+FFFD,
+            which cleaning then drops.
+
+        Returns:
+          string RaggedTensor [B, (w)].
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if texts.shape.rank == 0:
+            return self(texts[tf.newaxis])[0]
+        if texts.shape.rank not in (None, 1):
+            raise ValueError(f"texts must be a scalar or a vector of strings, got shape {texts.shape}")
+        cps = tf.strings.unicode_decode(texts, "UTF-8", errors="replace")
+        values = cps.values
+        cls = self._classes_of(values)
+
+        # _clean_text + _tokenize_chinese_chars in one pass: each codepoint becomes 0, 1 or 3 codepoints.
+        repeats = tf.gather(tf.constant(_EXPANSION), cls)
+        ends = tf.cumsum(repeats)
+        values = tf.repeat(values, repeats)
+        cls = tf.repeat(cls, repeats)
+        offset = tf.range(tf.size(values)) - tf.repeat(ends - repeats, repeats)
+        to_space = tf.equal(cls, unicode.SPACE) | (tf.equal(cls, unicode.CJK) & tf.not_equal(offset, 1))
+        values = tf.where(to_space, _SPACE_CP, values)
+        splits = tf.gather(tf.concat([[0], tf.cast(ends, tf.int64)], 0), cps.row_splits)
+        cps = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+
+        if self.lowercase or self.strip_accents:
+            # Lower-casing the whole cleaned text equals the original's per-word lower(): words are separated by
+            # spaces, which end the final-sigma context just as a word boundary does.
+            if self.lowercase:
+                cps = cps.with_values(unicode.resolve_capital_sigma(cps.values, cps.value_rowids()))
+            text = tf.strings.unicode_encode(cps, "UTF-8")
+            if self.lowercase:
+                text = tf.strings.lower(text, encoding="utf-8")
+            if self.strip_accents:
+                text = tf_text.normalize_utf8(text, "NFD")
+            cps = tf.strings.unicode_decode(text, "UTF-8")
+            if self.lowercase:
+                # Python's lower-casing for the letters TF's older ICU leaves alone (see unicode.tables). Safe
+                # after NFD: none of those letters decomposes (checked codepoint by codepoint in the tests).
+                t = self._tables
+                cps = cps.with_values(unicode.remap(cps.values, t["lower_keys"], t["lower_values"]))
+            if self.strip_accents:
+                marks = tf.equal(self._classes_of(cps.values), unicode.MARK)
+                cps = tf.ragged.boolean_mask(cps, cps.with_values(tf.logical_not(marks)))
+        # Classes again: lower-casing and NFD change characters (NFD turns U+2260 into '=' + U+0338, punctuation).
+        return self._split_words(cps, self._classes_of(cps.values))
+
+    @staticmethod
+    def _split_words(cps: tf.RaggedTensor, cls: tf.Tensor) -> tf.RaggedTensor:
+        """Whitespace split, then every punctuation codepoint its own word. cps int32 [B,(c)] -> string [B,(w)]."""
+        values, rows = cps.values, cps.value_rowids()
+        is_space = tf.equal(cls, unicode.SPACE)
+        is_punct = tf.equal(cls, unicode.PUNCT)
+        row_start = tf.equal(tf.range(tf.size(values, out_type=tf.int64)), tf.gather(cps.row_splits, rows))
+        boundary = row_start | _shifted(is_space) | _shifted(is_punct) | is_punct
+        start = tf.logical_not(is_space) & boundary
+        word_index = tf.cumsum(tf.cast(start, tf.int64)) - 1
+        keep = tf.logical_not(is_space)
+        num_words = tf.reduce_sum(tf.cast(start, tf.int64))
+        word_cps = tf.RaggedTensor.from_value_rowids(
+            tf.boolean_mask(values, keep), tf.boolean_mask(word_index, keep), nrows=num_words, validate=False
+        )
+        words = tf.strings.unicode_encode(word_cps, "UTF-8")
+        return tf.RaggedTensor.from_value_rowids(
+            words, tf.boolean_mask(rows, start), nrows=cps.nrows(), validate=False
+        )
+
+
+class WordPieceTokenizer(tf.Module):
+    """BERT FullTokenizer in the graph: string [B] -> WordPiece ids int32 [B, (n)] (no [CLS]/[SEP]).
+
+    Works eagerly, in tf.function, tf.data and SavedModels.
+
+    Args:
+      vocabulary: list of tokens (id = index) or a path to vocab.txt.
+      lowercase: lower-case input (uncased models).
+      strip_accents: NFD + drop Mn; None follows `lowercase`, as the original.
+      max_chars_per_word: words with more codepoints than this become `unknown_token` (original: counted in
+        characters after basic tokenization).
+      unknown_token: must be in the vocabulary.
+    """
+
+    def __init__(
+        self,
+        vocabulary: list[str] | str,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        max_chars_per_word: int = 100,
+        unknown_token: str = "[UNK]",
+        name: str | None = None,
+    ):
+        super().__init__(name=name)
+        if isinstance(vocabulary, (str, os.PathLike)):
+            vocabulary = load_vocabulary(vocabulary)
+        vocabulary = [str(t) for t in vocabulary]
+        index = {}
+        for i, token in enumerate(vocabulary):
+            if not token:
+                raise ValueError(f"Vocabulary has an empty token at id {i}")
+            if token in index:
+                raise ValueError(f"Vocabulary has duplicate token {token!r} at ids {index[token]} and {i}")
+            index[token] = i
+        if unknown_token not in index:
+            raise ValueError(f"unknown_token {unknown_token!r} is not in the vocabulary")
+        self._vocab = vocabulary
+        self._index = index
+        self._strip_accents_arg = strip_accents
+        self.max_chars_per_word = int(max_chars_per_word)
+        self.unknown_token = unknown_token
+        self._basic = BasicTokenizer(lowercase=lowercase, strip_accents=strip_accents)
+        # Words over max_chars_per_word are swapped for the unknown token itself before WordPiece (a vocabulary
+        # token maps to its own id), so WordPiece only sees words of <= 4 bytes per character.
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=vocabulary,
+            suffix_indicator="##",
+            max_bytes_per_word=4 * self.max_chars_per_word + len(unknown_token.encode()) + 4,
+            token_out_type=tf.int32,
+            unknown_token=unknown_token,
+            no_pretokenization=True,
+            support_detokenization=False,
+        )
+
+    # ---- vocabulary -------------------------------------------------------------------------------------
+    @property
+    def vocabulary(self) -> list[str]:
+        return list(self._vocab)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self._vocab)
+
+    @property
+    def lowercase(self) -> bool:
+        return self._basic.lowercase
+
+    def token_to_id(self, token: str) -> int:
+        if token not in self._index:
+            raise KeyError(f"Token {token!r} is not in the vocabulary")
+        return self._index[token]
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._vocab[int(token_id)]
+
+    pad_id = property(lambda self: self.token_to_id("[PAD]"))
+    unknown_id = property(lambda self: self.token_to_id(self.unknown_token))
+    cls_id = property(lambda self: self.token_to_id("[CLS]"))
+    sep_id = property(lambda self: self.token_to_id("[SEP]"))
+    mask_id = property(lambda self: self.token_to_id("[MASK]"))
+
+    def get_config(self) -> dict:
+        return {
+            "vocabulary": list(self._vocab),
+            "lowercase": self.lowercase,
+            "strip_accents": self._strip_accents_arg,
+            "max_chars_per_word": self.max_chars_per_word,
+            "unknown_token": self.unknown_token,
+        }
+
+    # ---- graph ops --------------------------------------------------------------------------------------
+    def basic_tokenize(self, texts) -> tf.RaggedTensor:
+        """string [B] -> basic tokens string [B, (w)] (scalar -> [(w)])."""
+        return self._basic(texts)
+
+    def tokenize(self, texts) -> tf.RaggedTensor:
+        """string [B] -> WordPiece ids int32 RaggedTensor [B, (n)] (scalar -> int32 [(n)])."""
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if texts.shape.rank == 0:
+            return self.tokenize(texts[tf.newaxis])[0]
+        words = self._basic(texts)
+        flat = words.values
+        too_long = tf.strings.length(flat, unit="UTF8_CHAR") > self.max_chars_per_word
+        flat = tf.where(too_long, self.unknown_token, flat)
+        pieces = self._wordpiece.tokenize(flat)  # int32 [W, (p)]
+        return words.with_values(pieces).merge_dims(1, 2)
+
+    __call__ = tokenize
+
+    def detokenize(self, ids) -> tf.Tensor:
+        """ids int [B, (n)] (ragged or dense) -> string [B], joined like HF `convert_tokens_to_string`."""
+        tokens = tf.gather(tf.constant(self._vocab), ids)
+        text = tf.strings.reduce_join(tokens, axis=-1, separator=" ")
+        return tf.strings.strip(tf.strings.regex_replace(text, " ##", ""))
+
+
+# ---- vocabulary learning ----------------------------------------------------------------------------------
+def _count_words(texts: Iterable[str], lowercase: bool, batch_size: int = 4096) -> collections.Counter:
+    basic = BasicTokenizer(lowercase=lowercase)
+    split = tf.function(basic.__call__, input_signature=[tf.TensorSpec([None], tf.string)])
+    counts = collections.Counter()
+    batch = []
+
+    def flush():
+        if batch:
+            counts.update(split(tf.constant(batch)).values.numpy().tolist())
+            batch.clear()
+
+    for text in texts:
+        if hasattr(text, "numpy"):  # elements of a tf.data.Dataset
+            text = text.numpy()
+        batch.append(text.encode("utf-8") if isinstance(text, str) else bytes(text))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    return collections.Counter({w.decode("utf-8"): c for w, c in counts.items()})
+
+
+def _pairs(symbols):
+    return zip(symbols, symbols[1:])
+
+
+def _learn_merges(word_counts: dict[str, int], budget: int) -> list[str]:
+    """WordPiece training as HF `tokenizers` does it: BPE on '##'-prefixed continuation characters.
+
+    Incremental pair counts with a lazy max-heap, so each merge only revisits the words containing the pair.
+    Returns up to `budget` new multi-character tokens, most useful first.
+    """
+    words = [[w[0]] + ["##" + c for c in w[1:]] for w in word_counts]
+    counts = list(word_counts.values())
+    pair_count = collections.Counter()
+    where = collections.defaultdict(set)
+    for i, symbols in enumerate(words):
+        for pair in _pairs(symbols):
+            pair_count[pair] += counts[i]
+            where[pair].add(i)
+    heap = [(-c, pair) for pair, c in pair_count.items()]
+    heapq.heapify(heap)
+    learned, seen = [], set()
+    while heap and len(learned) < budget:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -neg:
+            continue  # stale entry: the pair's count changed after it was pushed
+        if -neg < 2:
+            break  # every remaining pair occurs once; merging those only memorizes single words
+        merged = pair[0] + pair[1][2:]
+        if merged not in seen:
+            seen.add(merged)
+            learned.append(merged)
+        changed = set()
+        for i in where.pop(pair, ()):
+            symbols, c = words[i], counts[i]
+            for p in _pairs(symbols):
+                pair_count[p] -= c
+                changed.add(p)
+            out, j = [], 0
+            while j < len(symbols):
+                if j + 1 < len(symbols) and (symbols[j], symbols[j + 1]) == pair:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(symbols[j])
+                    j += 1
+            words[i] = out
+            for p in _pairs(out):
+                pair_count[p] += c
+                where[p].add(i)
+                changed.add(p)
+        for p in changed:
+            if pair_count[p] > 0:
+                heapq.heappush(heap, (-pair_count[p], p))
+            else:
+                pair_count.pop(p, None)
+    return learned
+
+
+def learn_vocabulary(
+    texts: Iterable[str],
+    vocabulary_size: int,
+    lowercase: bool = True,
+    reserved_tokens: list[str] = RESERVED_TOKENS,
+    max_chars_per_word: int = 100,
+) -> list[str]:
+    """Learns a WordPiece vocabulary from raw texts, pre-tokenized exactly like `WordPieceTokenizer`.
+
+    Layout: `reserved_tokens` first ([PAD] at id 0 with the defaults), then every character seen in both forms
+    ('x' and '##x', so any word of seen characters tokenizes without [UNK]), then learned merges.
+
+    Args:
+      texts: iterable of str (or UTF-8 bytes).
+      vocabulary_size: maximum size of the result.
+      lowercase: as `WordPieceTokenizer(lowercase=...)`; use the same value there.
+      reserved_tokens: tokens placed first, in order.
+      max_chars_per_word: words longer than this are [UNK] at tokenization time, so they are not learned from.
+
+    Returns:
+      list of unique tokens, len <= vocabulary_size.
+
+    Raises:
+      ValueError: if the texts yield no tokens or vocabulary_size cannot hold reserved tokens and characters.
+    """
+    counts = _count_words(texts, lowercase)
+    word_counts = {w: c for w, c in counts.items() if len(w) <= max_chars_per_word}
+    if not word_counts:
+        raise ValueError("learn_vocabulary: the texts contain no tokens (empty corpus or only whitespace/control)")
+    chars = sorted({c for w in word_counts for c in w})
+    base = list(dict.fromkeys(list(reserved_tokens) + chars + ["##" + c for c in chars]))
+    budget = vocabulary_size - len(base)
+    if budget < 0:
+        raise ValueError(
+            f"vocabulary_size={vocabulary_size} is too small: the corpus has {len(chars)} distinct characters, "
+            f"needing {len(base)} tokens for reserved tokens + characters + '##' characters"
+        )
+    taken = set(base)
+    learned = [t for t in _learn_merges(word_counts, budget + len(reserved_tokens)) if t not in taken]
+    return base + learned[:budget]
