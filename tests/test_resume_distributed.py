@@ -4,6 +4,7 @@ Each test runs the real command line in subprocesses (tests/cli_utils.py), on on
 once per session by trainers.create_pretraining_data from the packaged IMDB corpus.
 """
 
+import json
 import math
 import os
 import re
@@ -29,6 +30,11 @@ def model_json(tmp_path_factory):
     }
 
 
+def _backbone_config(model_dir):
+    with open(os.path.join(model_dir, "zoo_config.json")) as f:
+        return json.load(f)["backbone"]
+
+
 def _losses(model_dir, steps):
     history = cli.read_history(model_dir)
     missing = [s for s in steps if s not in history]
@@ -45,6 +51,8 @@ def test_killed_run_resumes_with_the_same_losses(tmp_path, records, model_json):
     # A: straight through.
     returncode, output = cli.run_trainer("pretrain", *flags(tmp_path / "a"))
     assert returncode == 0, cli.tail(output)
+    assert _backbone_config(tmp_path / "a")["dropout"] == 0.1  # dropout on: its RNG state must resume too
+    assert sorted(cli.read_history(tmp_path / "a")) == list(range(1, 17))
     expected = _losses(tmp_path / "a", range(9, 17))
 
     # B: killed as soon as step 8's checkpoint is complete. Its index file is written just before the "checkpoint"
@@ -84,6 +92,7 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, records, model_json):
         assert returncode == 0, cli.tail(output)
         replicas = 2 if strategy == "mirrored" else 1
         assert re.search(rf"parameters, {replicas} replicas", output), cli.tail(output)
+        assert _backbone_config(model_dir)["dropout"] == 0.0
         losses[strategy] = _losses(model_dir, range(1, 6))
     assert np.all(np.isfinite(losses["cpu"]))
     np.testing.assert_allclose(losses["mirrored"], losses["cpu"], rtol=1e-4)
@@ -95,7 +104,8 @@ def test_jit_compile_trains_on_the_real_corpus(tmp_path, model_json):
                                learning_rate=1e-3, global_batch_size=16, sequence_length=64, max_predictions=10,
                                jit_compile=True)
     flags += ["--default_corpus", "--max_documents=150", "--vocab_size=500"]
-    returncode, output = cli.run_trainer("pretrain", *flags)
+    # TensorFlow's C++ INFO lines on (conftest.py quiets them) to see XLA's "Compiled cluster using XLA!".
+    returncode, output = cli.run_trainer("pretrain", *flags, extra_env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert returncode == 0, cli.tail(output)
     assert "Compiled cluster using XLA" in output, "no XLA compilation was logged"
     losses = _losses(model_dir, range(1, 31))

@@ -21,8 +21,11 @@ def read_corpus(FLAGS):
         paths = FLAGS.corpus or [corpus_lib.default_corpus_path()]
         documents = corpus_lib.read_documents(paths, paragraph_mode=FLAGS.paragraph_mode)
         source = ",".join(paths)
+    documents = documents[FLAGS.skip_documents :]
     if FLAGS.max_documents:
         documents = documents[: FLAGS.max_documents]
+    if not documents:
+        raise ValueError(f"No documents left after --skip_documents={FLAGS.skip_documents}.")
     words = sum(len(s.split()) for d in documents for s in d)
     logging.info("Corpus %s: %d documents, %d sentences, %d words", source, len(documents), sum(map(len, documents)), words)
     return documents

@@ -26,6 +26,7 @@ def define_corpus_flags():
     flags.DEFINE_string("tfds", None, "A tensorflow-datasets dataset instead of files, e.g. wikipedia/20230601.en, imdb_reviews.")
     flags.DEFINE_string("tfds_split", "train", "Split of --tfds.")
     flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data_dir.")
+    flags.DEFINE_integer("skip_documents", 0, "Skip this many documents first (e.g. to evaluate on text held out of pretraining).")
     flags.DEFINE_integer("max_documents", None, "Use at most this many documents of the corpus.")
     flags.DEFINE_bool("paragraph_mode", False, "Corpus is plain paragraphs (each non-blank line a document).")
 

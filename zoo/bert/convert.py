@@ -4,19 +4,29 @@ Every format is mapped onto one canonical layout: google-research/bert's TF1 var
 layouts ([in, out]). HF names map onto it by renaming and transposing torch Linear weights; our Keras
 variables map onto it by splitting/joining the fused query-key-value kernel. So each direction is one table.
 
+Conversions read the whole source and check every name and shape before anything is written, then write
+into a temporary folder that is renamed into place (see docs/CONVERT.md):
+
+  >>> from zoo.bert import convert
+  >>> convert.from_hf("all-MiniLM-L6-v2/", "runs/minilm")          # HF folder -> zoo model dir
+  >>> convert.from_tf1("uncased_L-12_H-768_A-12/", "runs/bert_base") # google-research folder -> zoo model dir
+  >>> convert.to_hf("runs/minilm", "exports/minilm_hf")              # zoo model dir -> HF folder
+
+Modules: this one holds the name tables and the API; zoo.bert.convert_io the readers/writers of each format
+(`Converted`); zoo.bert.convert_formats the files (safetensors, torch .bin, TF1 checkpoints, configs, casing).
+
 Shape legend: H hidden, F intermediate, V vocabulary, P positions, S segments, N heads, D head dim.
 """
 
+import os
 import re
 
 import numpy as np
+from absl import logging
 
+from zoo.bert import convert_formats as fmt
 from zoo.bert.config import BertConfig
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not match the expected layout; the message lists names and shapes."""
-
+from zoo.bert.convert_formats import ConversionError
 
 # ---------------------------------------------------------------------------------------------------------
 # Canonical (google-research/bert) names.
@@ -200,3 +210,143 @@ def check_weights(weights, expected, allow_extra=()):
         problems.append("shape mismatches: " + "; ".join(bad_shapes))
     if problems:
         raise ConversionError("The checkpoint does not match the BERT config. " + " | ".join(problems))
+
+
+MLM_NAMES = [n for n in HEAD_NAMES if n.startswith("cls/predictions/")]
+NSP_NAMES = [n for n in HEAD_NAMES if n.startswith("cls/seq_relationship/")]
+POOLER_NAMES = ["bert/pooler/dense/kernel", "bert/pooler/dense/bias"]
+PARTS = {"pooler": POOLER_NAMES, "mlm": MLM_NAMES, "nsp": NSP_NAMES}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HF transformers names <-> canonical.
+
+_HF_SPECIAL = {
+    "cls/predictions/output_bias": "cls.predictions.bias",
+    "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",  # [2, H] on both sides
+    "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
+}
+
+
+def hf_name(name):
+    """The HF transformers name of a canonical name, BertModel style (no 'bert.' prefix on the backbone)."""
+    if name in _HF_SPECIAL:
+        return _HF_SPECIAL[name]
+    name = re.sub(r"layer_(\d+)", r"layer.\1", name.removeprefix("bert/")).replace("/", ".")
+    for old, new in ((".kernel", ".weight"), (".gamma", ".weight"), (".beta", ".bias")):
+        if name.endswith(old):
+            return name[: -len(old)] + new
+    return name + ".weight" if name.endswith("_embeddings") else name
+
+
+def transposed(name):
+    # torch Linear stores [out, in]; TF kernels are [in, out]. output_weights is [2, H] in both.
+    return name.endswith("/kernel")
+
+
+def normalize_hf(tensors, where):
+    """HF state dict -> BertModel-style names: 'bert.' prefix dropped, LayerNorm gamma/beta renamed, buffers
+    dropped, and the tied MLM decoder (which must equal the word embeddings / output bias) folded in."""
+    out = {}
+    for name, value in tensors.items():
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name.removeprefix("bert.")))
+        if key in fmt.HF_BUFFERS:
+            continue
+        if key in out:
+            raise ConversionError(f"{where}: {name} appears twice (with and without the 'bert.' prefix, or as gamma/beta and weight/bias).")
+        out[key] = value
+    decoder = out.pop("cls.predictions.decoder.weight", None)
+    embeddings = out.get("embeddings.word_embeddings.weight")
+    if decoder is not None and embeddings is not None and not np.array_equal(decoder, embeddings):
+        raise ConversionError(
+            f"{where}: cls.predictions.decoder.weight differs from embeddings.word_embeddings.weight; zoo BERT ties "
+            "its MLM output projection to the input embeddings (as BERT does), so an untied decoder cannot be converted."
+        )
+    decoder_bias = out.pop("cls.predictions.decoder.bias", None)
+    if decoder_bias is not None:
+        bias = out.setdefault("cls.predictions.bias", decoder_bias)
+        if not np.array_equal(bias, decoder_bias):
+            raise ConversionError(f"{where}: cls.predictions.decoder.bias differs from cls.predictions.bias (HF ties them).")
+    return out
+
+
+def checked_canonical(tensors, config, where, rename=lambda n: n, transpose=lambda n: False, allow_missing_pooler=False):
+    """Checks a source's tensors (under its own names/layouts) against `config`; returns canonical weights.
+
+    The pretraining heads are optional as whole groups (cls/predictions, cls/seq_relationship); the pooler
+    only with `allow_missing_pooler`. Messages use the source's names and shapes.
+
+    Raises:
+      ConversionError: naming `where`, every missing and unexpected variable, and every shape mismatch.
+    """
+    optional = set()
+    for part, names in PARTS.items():
+        if (part != "pooler" or allow_missing_pooler) and not any(rename(n) in tensors for n in names):
+            optional.update(names)
+    expected = {
+        rename(n): tuple(reversed(shape)) if transpose(n) else shape for n, shape in expected_shapes(config, heads=True).items() if n not in optional
+    }
+    try:
+        check_weights(tensors, expected)
+    except ConversionError as e:
+        raise ConversionError(f"{where}: {e}") from None
+    canonical = [n for n in expected_shapes(config, heads=True) if n not in optional]
+    return {n: np.asarray(tensors[rename(n)].T if transpose(n) else tensors[rename(n)], np.float32) for n in canonical}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The API.
+
+def convert(source_format, target_format, input_path, output_path, lowercase=None, allow_missing_pooler=False, sequence_length=None, overwrite=False):
+    """Converts a BERT between formats; writes `output_path` only if everything succeeds.
+
+    Args:
+      source_format: "hf" (transformers folder), "tf1" (google-research/bert folder or checkpoint prefix) or
+        "zoo" (zoo model dir or export).
+      target_format: "zoo" or "hf".
+      input_path, output_path: folders (the output must not exist unless `overwrite`).
+      lowercase: None follows the source (see docs/CONVERT.md); True/False overrides it.
+      allow_missing_pooler: accept a source without bert/pooler (then freshly initialised, recorded as such).
+      sequence_length: the zoo preprocessor's length (default 128 for hf/tf1, capped by the position table;
+        the source's for zoo).
+      overwrite: replace an existing output folder.
+
+    Returns:
+      the `Converted` that was written (config, canonical weights, casing and source info).
+
+    Raises:
+      ConversionError: a bad/missing/truncated file, missing or unexpected variables, shape mismatches.
+    """
+    from zoo.bert.convert_io import READERS, WRITERS  # the readers use this module's tables
+
+    if source_format not in READERS or target_format not in WRITERS:
+        raise ConversionError(f"Cannot convert {source_format!r} -> {target_format!r}: sources {sorted(READERS)}, targets {sorted(WRITERS)}.")
+    if os.path.abspath(input_path) == os.path.abspath(output_path):
+        raise ConversionError(f"Input and output are the same folder {input_path}; write the conversion elsewhere.")
+    default_length = 128 if source_format != "zoo" else None
+    converted = READERS[source_format](input_path, sequence_length=sequence_length or default_length, allow_missing_pooler=allow_missing_pooler)
+    if lowercase is not None:
+        converted.lowercase, converted.source["lowercase_from"] = bool(lowercase), "set explicitly"
+    WRITERS[target_format](converted, output_path, overwrite=overwrite)
+    c, parts = converted.config, converted.parts
+    logging.info(
+        "Converted %s (%s: L=%d H=%d N=%d V=%d, pooler=%s mlm=%s nsp=%s, lowercase=%s because %s) -> %s (%s)",
+        input_path, source_format, c.num_layers, c.hidden_dim, c.num_heads, c.vocabulary_size, parts["pooler"], parts["mlm"], parts["nsp"],
+        converted.lowercase, converted.source["lowercase_from"], output_path, target_format,
+    )
+    return converted
+
+
+def from_hf(path, model_dir, lowercase=None, allow_missing_pooler=False, sequence_length=128, overwrite=False):
+    """HF transformers BERT folder -> zoo model dir (see `convert`)."""
+    return convert("hf", "zoo", path, model_dir, lowercase, allow_missing_pooler, sequence_length, overwrite)
+
+
+def from_tf1(path, model_dir, lowercase=None, allow_missing_pooler=False, sequence_length=128, overwrite=False):
+    """google-research/bert TF1 folder (or checkpoint prefix) -> zoo model dir (see `convert`)."""
+    return convert("tf1", "zoo", path, model_dir, lowercase, allow_missing_pooler, sequence_length, overwrite)
+
+
+def to_hf(model_dir, out_dir, lowercase=None, overwrite=False):
+    """zoo model dir or export -> HF transformers folder that BertModel.from_pretrained loads (see `convert`)."""
+    return convert("zoo", "hf", model_dir, out_dir, lowercase, overwrite=overwrite)

@@ -93,7 +93,7 @@ def train(model, optimizer, dataset_fn, strategy, config, global_batch_size):
     run_steps = _make_train_function(model, optimizer, strategy, config.jit_compile)
 
     writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief else tf.summary.create_noop_writer()
-    history, step = [], start
+    history, step, interval = [], start, []
     last_time, last_step = time.time(), start
     while step < config.train_steps:
         n = _steps_until_boundary(step, config)
@@ -107,12 +107,19 @@ def train(model, optimizer, dataset_fn, strategy, config, global_batch_size):
         metrics["learning_rate"] = float(_current_lr(optimizer))
         metrics["step"] = step
         history.append(metrics)
+        interval.append((n, metrics))
         if step % config.log_every == 0 or step == config.train_steps:
+            # Log and summarise the average over the interval (single steps are noisy).
+            total = sum(k for k, _ in interval)
+            summary = {key: sum(k * m[key] for k, m in interval) / total for key in metrics if key.endswith(("loss", "accuracy"))}
+            interval = []
             now = time.time()
             steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+            # Throughput goes into the history row too (train_history.json).
             metrics["steps_per_second"] = steps_per_sec
             metrics["examples_per_second"] = steps_per_sec * global_batch_size
             metrics["tokens_per_second"] = steps_per_sec * config.tokens_per_step
+            metrics = {**metrics, **summary}
             _log_progress(metrics, config.train_steps)
             with writer.as_default(step=step):
                 for k, v in metrics.items():
@@ -148,13 +155,19 @@ def _make_train_function(model, optimizer, strategy, jit_compile):
         metrics["loss"] = tf.add_n([metrics[k] for k in model.loss_names])
         return metrics
 
-    @tf.function
-    def run_steps(iterator, n):
+    def step(iterator):
         metrics = strategy.run(replica_step, args=(next(iterator),))
-        for _ in tf.range(n - 1):
-            metrics = strategy.run(replica_step, args=(next(iterator),))
         # Every replica holds the same all-reduced values: take the first.
         return {k: strategy.experimental_local_results(v)[0] for k, v in metrics.items()}
+
+    @tf.function
+    def run_steps(iterator, n):
+        """Runs n steps in one call; returns the metrics averaged over them."""
+        total = step(iterator)
+        for _ in tf.range(n - 1):
+            metrics = step(iterator)
+            total = {k: total[k] + metrics[k] for k in total}
+        return {k: v / tf.cast(n, v.dtype) for k, v in total.items()}
 
     return run_steps
 
