@@ -85,7 +85,7 @@ class ShardedRecordWriter:
 
     def write_example(self, features: Mapping[str, Any], spec: SpecLike | None = None) -> None:
         """Serializes ``features`` with ``make_example`` and writes it."""
-        self.write(make_example(features, spec).SerializeToString())
+        self.write(make_example(features, spec).SerializeToString(deterministic=True))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         for writer in self._writers:

@@ -53,6 +53,13 @@ def save_vocabulary(vocab: list[str], path: str) -> None:
     os.replace(tmp, path)
 
 
+def _row_ids(rt: tf.RaggedTensor) -> tf.Tensor:
+    """Row id of every value, int64 [n]. RaggedTensor.value_rowids() goes through tf.repeat, which builds a
+    [rows, longest row] mask: one 1 MB line in a batch of thousands would cost gigabytes. This is O(n log rows)."""
+    splits = tf.cast(rt.row_splits, tf.int64)
+    return tf.searchsorted(splits[1:], tf.range(tf.size(rt.values, out_type=tf.int64)), side="right", out_type=tf.int64)
+
+
 def _shifted(x: tf.Tensor) -> tf.Tensor:
     """x[i - 1] for i > 0 (x[0] at 0; callers mask row starts anyway). Works for empty x."""
     return tf.gather(x, tf.maximum(tf.range(tf.size(x)) - 1, 0))
@@ -109,7 +116,7 @@ class BasicTokenizer(tf.Module):
             # Lower-casing the whole cleaned text equals the original's per-word lower(): words are separated by
             # spaces, which end the final-sigma context just as a word boundary does.
             if self.lowercase:
-                cps = cps.with_values(unicode.resolve_capital_sigma(cps.values, cps.value_rowids()))
+                cps = cps.with_values(unicode.resolve_capital_sigma(cps.values, _row_ids(cps)))
             text = tf.strings.unicode_encode(cps, "UTF-8")
             if self.lowercase:
                 text = tf.strings.lower(text, encoding="utf-8")
@@ -123,14 +130,17 @@ class BasicTokenizer(tf.Module):
                 cps = cps.with_values(unicode.remap(cps.values, t["lower_keys"], t["lower_values"]))
             if self.strip_accents:
                 marks = tf.equal(self._classes_of(cps.values), unicode.MARK)
-                cps = tf.ragged.boolean_mask(cps, cps.with_values(tf.logical_not(marks)))
+                keep = tf.logical_not(marks)
+                # (tf.ragged.boolean_mask builds a [rows, longest row] tensor; count kept values per row instead.)
+                kept_per_row = tf.math.unsorted_segment_sum(tf.cast(keep, tf.int64), _row_ids(cps), cps.nrows())
+                cps = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(cps.values, keep), kept_per_row, validate=False)
         # Classes again: lower-casing and NFD change characters (NFD turns U+2260 into '=' + U+0338, punctuation).
         return self._split_words(cps, self._classes_of(cps.values))
 
     @staticmethod
     def _split_words(cps: tf.RaggedTensor, cls: tf.Tensor) -> tf.RaggedTensor:
         """Whitespace split, then every punctuation codepoint its own word. cps int32 [B,(c)] -> string [B,(w)]."""
-        values, rows = cps.values, cps.value_rowids()
+        values, rows = cps.values, _row_ids(cps)
         is_space = tf.equal(cls, unicode.SPACE)
         is_punct = tf.equal(cls, unicode.PUNCT)
         row_start = tf.equal(tf.range(tf.size(values, out_type=tf.int64)), tf.gather(cps.row_splits, rows))
