@@ -58,10 +58,10 @@ def run_trainer(app, *flags, timeout=120, extra_env=None):
     return proc.returncode, output
 
 
-def start_trainer(app, *flags, log_path):
+def start_trainer(app, *flags, log_path, extra_env=None):
     """Starts `python -m trainers.<app>` without waiting (output to `log_path`, so a full pipe never blocks it)."""
     with open(log_path, "w") as log:
-        return subprocess.Popen(command(app, *flags), cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command(app, *flags), cwd=REPO, env=extra_env or env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 

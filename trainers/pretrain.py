@@ -33,6 +33,7 @@ flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
 flags.DEFINE_integer("log_every", 50, "Steps between progress lines and TensorBoard summaries.")
 flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call (fewer host round trips; 100s on TPU).")
 flags.DEFINE_bool("jit_compile", False, "Compile forward+backward with XLA (static shapes; required on TPU).")
+flags.DEFINE_enum("input_sharding", "file", ["file", "batch"], "With several input pipelines: give each its own files, or have all read the same stream and keep every n-th batch (the exact single-process batches).")
 flags.DEFINE_string("init_checkpoint", None, "Start from this model dir/export's backbone (continued pretraining).")
 
 
@@ -50,6 +51,7 @@ def bert_dataset_fn(FLAGS, vocabulary_holder):
                 max_predictions=FLAGS.max_predictions,
                 seed=FLAGS.seed,
                 input_context=ctx,
+                shard_by=FLAGS.input_sharding,
             )
 
         return records_fn

@@ -49,7 +49,8 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
                                      sequence_length: int, max_predictions: int, shuffle: bool = True,
                                      seed: int = 0, repeat: bool = True,
                                      input_context: tf.distribute.InputContext | None = None,
-                                     shuffle_buffer_size: int = 10000, cycle_length: int = 8) -> tf.data.Dataset:
+                                     shuffle_buffer_size: int = 10000, cycle_length: int = 8,
+                                     shard_by: str = "file") -> tf.data.Dataset:
     """Reads BERT pretraining TFRecords into batches for one replica.
 
     Follows google-research/bert ``run_pretraining.input_fn``: shuffle the files, repeat, interleave reads over
@@ -67,6 +68,10 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
         input_context: shards the input across pipelines when given.
         shuffle_buffer_size: records in the shuffle buffer.
         cycle_length: shards read concurrently.
+        shard_by: with several input pipelines (multi-worker, TPU pods): "file" gives each pipeline its own
+            files (no record is read twice: the choice at scale); "batch" has every pipeline read the same
+            stream and keep every n-th per-replica batch, so a step on n workers sees exactly the examples one
+            process would see at the same global batch and seed (identical losses; every worker parses all data).
 
     Returns:
         Dataset of dicts: ``token_ids``, ``segment_ids``, ``padding_mask`` int32 [B, T], ``mask_positions``,
@@ -75,10 +80,13 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
     Raises:
         ValueError: no file matches ``file_pattern``.
     """
+    if shard_by not in ("file", "batch"):
+        raise ValueError(f"shard_by must be 'file' or 'batch', got {shard_by!r}.")
     files = match_files(file_pattern)
     num_pipelines, pipeline_id = _pipeline_index(input_context)
-    shard_files = num_pipelines > 1 and len(files) >= num_pipelines
-    if num_pipelines > 1 and not shard_files:
+    shard_batches = num_pipelines > 1 and shard_by == "batch"
+    shard_files = num_pipelines > 1 and not shard_batches and len(files) >= num_pipelines
+    if num_pipelines > 1 and not shard_files and not shard_batches:
         # Every pipeline then reads every file and keeps 1/num_pipelines of the records: correct, but wasteful.
         logger.warning("%d files for %d input pipelines: sharding by record. Write more shards to shard by "
                        "file.", len(files), num_pipelines)
@@ -91,11 +99,13 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
         dataset = dataset.repeat()
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
                                  num_parallel_calls=AUTOTUNE, deterministic=True)
-    if num_pipelines > 1 and not shard_files:
+    if num_pipelines > 1 and not shard_files and not shard_batches:
         dataset = dataset.shard(num_pipelines, pipeline_id)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if shard_batches:
+        dataset = dataset.shard(num_pipelines, pipeline_id)
     parse = records.parse_fn(schema.bert_pretraining_spec(sequence_length, max_predictions))
     dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
