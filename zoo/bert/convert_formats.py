@@ -49,7 +49,7 @@ def read_json(path, what):
 
 
 # HF config.json and google-research bert_config.json share these key names.
-_BERT_JSON_KEYS = {
+BERT_JSON_KEYS = {
     "vocab_size": "vocabulary_size",
     "hidden_size": "hidden_dim",
     "num_hidden_layers": "num_layers",
@@ -86,13 +86,14 @@ def bert_config_from_json(values, path):
     for key, (got, want) in unsupported.items():
         if got != want:
             raise ConversionError(f"{path}: {key}={got!r} is not supported; zoo BERT implements {key}={want!r} only.")
-    args = {ours: values[theirs] for theirs, ours in _BERT_JSON_KEYS.items() if theirs in values}
-    try:
-        config = BertConfig(**args)
-        int_fields = ("vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim", "max_sequence_length", "num_segments")
-        config = config.replace(**{k: int(getattr(config, k)) for k in int_fields}, **{k: float(getattr(config, k)) for k in ("dropout", "layer_norm_epsilon", "initializer_range")})
+    defaults = BertConfig().to_dict()
+    args = {ours: values[theirs] for theirs, ours in BERT_JSON_KEYS.items() if theirs in values}
+    try:  # cast each value to the type of the field's default (int sizes, float rates)
+        config = BertConfig(**{k: type(defaults[k])(v) for k, v in args.items()})
     except (TypeError, ValueError) as e:
-        raise ConversionError(f"{path}: a size is not a number ({e}).") from e
+        raise ConversionError(f"{path}: a size or rate is not a number ({e}).") from e
+    if min(config.vocabulary_size, config.num_layers, config.num_heads, config.hidden_dim, config.intermediate_dim, config.max_sequence_length) < 1:
+        raise ConversionError(f"{path}: sizes must be positive, got {config}.")
     if config.hidden_dim % config.num_heads:
         raise ConversionError(f"{path}: hidden_size {config.hidden_dim} is not divisible by num_attention_heads {config.num_heads}.")
     return config
@@ -100,7 +101,7 @@ def bert_config_from_json(values, path):
 
 def hf_config_json(config, architecture, pad_token_id=0):
     """The config.json dict of transformers' BERT for a BertConfig."""
-    values = {theirs: getattr(config, ours) for theirs, ours in _BERT_JSON_KEYS.items()}
+    values = {theirs: getattr(config, ours) for theirs, ours in BERT_JSON_KEYS.items()}
     values.update(
         architectures=[architecture],
         model_type="bert",
@@ -142,10 +143,10 @@ def hf_lowercase(folder, vocabulary):
 
 def tf1_lowercase(folder, vocabulary):
     """(lowercase, reason) for a google-research folder: 'uncased'/'cased' in its name, else the vocabulary."""
-    name = os.path.basename(os.path.normpath(folder)).lower()
-    if "uncased" in name:
+    name = os.path.basename(os.path.normpath(folder))
+    if "uncased" in name.lower():
         return True, f"folder name {name!r} says uncased"
-    if "cased" in name:
+    if "cased" in name.lower():
         return False, f"folder name {name!r} says cased"
     cased = vocabulary_is_cased(vocabulary)
     return not cased, "vocab.txt has upper-case tokens" if cased else "vocab.txt has no upper-case tokens"
@@ -270,8 +271,8 @@ def read_tf1_checkpoint(prefix):
         names = sorted(reader.get_variable_to_shape_map())
         names = [n for n in names if n not in TF1_IGNORED_NAMES and not n.endswith(TF1_IGNORED_SUFFIXES)]
         return {n: np.asarray(reader.get_tensor(n), np.float32) for n in names}
-    except (tf.errors.OpError, ValueError) as e:
-        message = getattr(e, "message", str(e)).strip().splitlines()[0]
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:  # a short .data file: IndexError
+        message = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
         raise ConversionError(f"{prefix}.index / {prefix}.data-*: not a readable TF checkpoint ({message}).") from e
 
 

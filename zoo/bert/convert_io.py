@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from zoo import model_dir as md
@@ -65,6 +66,13 @@ def _vocabulary(path, config):
     return vocabulary
 
 
+def _sequence_length(length, config):
+    """The zoo preprocessor's length: `length` capped by the position table; at least [CLS] x [SEP]."""
+    if int(length) < 3:
+        raise ConversionError(f"sequence_length={length} is too short: at least 3 ([CLS] token [SEP]).")
+    return min(int(length), config.max_sequence_length)
+
+
 def read_hf(path, sequence_length=128, allow_missing_pooler=False):
     """An HF transformers BERT folder (config.json, model.safetensors or pytorch_model.bin, vocab.txt)."""
     if not os.path.isdir(path):
@@ -75,7 +83,7 @@ def read_hf(path, sequence_length=128, allow_missing_pooler=False):
     where = ", ".join(files)
     weights = checked_canonical(normalize_hf(tensors, where), config, where, hf_name, transposed, allow_missing_pooler)
     lowercase, reason = fmt.hf_lowercase(path, vocabulary)
-    length = min(sequence_length, config.max_sequence_length)
+    length = _sequence_length(sequence_length, config)
     return Converted(config, weights, vocabulary, lowercase, length, {"format": "hf", "path": os.path.abspath(path), "lowercase_from": reason})
 
 
@@ -88,12 +96,16 @@ def read_tf1(path, sequence_length=128, allow_missing_pooler=False):
     vocabulary = _vocabulary(os.path.join(folder, "vocab.txt"), config)
     weights = checked_canonical(fmt.read_tf1_checkpoint(prefix), config, prefix, allow_missing_pooler=allow_missing_pooler)
     lowercase, reason = fmt.tf1_lowercase(folder, vocabulary)
-    length = min(sequence_length, config.max_sequence_length)
+    length = _sequence_length(sequence_length, config)
     return Converted(config, weights, vocabulary, lowercase, length, {"format": "tf1", "path": os.path.abspath(prefix), "lowercase_from": reason})
 
 
 def read_zoo(path, sequence_length=None, allow_missing_pooler=False):
-    """A zoo model dir (pretrained: heads included; fine-tuned: backbone only) or a zoo SavedModel export."""
+    """A zoo model dir (pretrained: heads included; fine-tuned: backbone only) or a zoo SavedModel export.
+
+    Parts that zoo_config.json `conversion.parts` marks as not converted (e.g. the heads of a converted
+    BertModel) are left out. `allow_missing_pooler` is accepted for a uniform signature and unused.
+    """
     from zoo.text.wordpiece import load_vocabulary
 
     try:
@@ -127,7 +139,7 @@ def read_zoo(path, sequence_length=None, allow_missing_pooler=False):
     if "classifier" in values:
         logging.warning("%s is a fine-tuned classifier: only its backbone is converted, not the classification head.", path)
     source = {"format": "zoo", "path": os.path.abspath(path), "lowercase_from": f"{md.CONFIG_FILE} preprocessor.lowercase"}
-    return Converted(config, weights, vocabulary, bool(pre["lowercase"]), int(sequence_length or pre["sequence_length"]), source)
+    return Converted(config, weights, vocabulary, bool(pre["lowercase"]), _sequence_length(sequence_length or pre["sequence_length"], config), source)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,8 +158,6 @@ def write_zoo(converted, model_dir, overwrite=False):
     Parts the source does not have (pretraining heads, an allowed-missing pooler) start from a fresh (seeded)
     initialisation and are recorded as such in zoo_config.json `conversion.parts`.
     """
-    import tensorflow as tf
-
     from zoo.bert.pretrained import write_model_dir
 
     config = converted.config
