@@ -119,6 +119,19 @@ def test_minilm_dir_works_like_any_model_dir(minilm_dir):
     np.testing.assert_array_equal(classifier.backbone.pooler.kernel.numpy(), backbone.pooler.kernel.numpy())
 
 
+def test_continued_pretraining_from_converted_weights(minilm_dir, tmp_path):
+    # trainers.pretrain --init_checkpoint takes the architecture, vocabulary and casing from the converted dir.
+    out = tmp_path / "continued"
+    code, output = cli.run_trainer(
+        "pretrain", f"--init_checkpoint={minilm_dir}", "--default_corpus", "--max_documents=40", f"--model_dir={out}",
+        "--train_steps=2", "--global_batch_size=4", "--sequence_length=64", "--max_predictions=8", "--log_every=1", timeout=300,
+    )
+    assert code == 0, cli.tail(output)
+    assert "Continuing" in output and "Initialised the backbone" in output
+    assert md.read_config(str(out))["backbone"] == md.read_config(minilm_dir)["backbone"]
+    assert open(out / "vocab.txt").read() == open(os.path.join(minilm_dir, "vocab.txt")).read()
+
+
 def test_minilm_back_to_hf_is_bit_exact(minilm_dir, tmp_path):
     out = str(tmp_path / "hf")
     convert.to_hf(minilm_dir, out)

@@ -145,10 +145,22 @@ def main(_):
         raise ValueError(f"--global_batch_size={FLAGS.global_batch_size} is not divisible by {strategy.num_replicas_in_sync} replicas.")
     family = zoo.family(FLAGS.model)
     config = family.get_preset(FLAGS.preset)
+    if FLAGS.init_checkpoint:
+        # Continued pretraining: the architecture, vocabulary and casing come from the model being continued.
+        from zoo import model_dir as md
+
+        init = md.read_config(FLAGS.init_checkpoint)
+        config = family.Config.from_dict(init["backbone"])
+        if not FLAGS.vocab_file:
+            FLAGS.vocab_file = os.path.join(md.config_dir(FLAGS.init_checkpoint), init["preprocessor"]["vocabulary"])
+        FLAGS.lowercase = init["preprocessor"]["lowercase"]
+        logging.info("Continuing %s: its architecture, vocabulary and casing (lowercase=%s)", FLAGS.init_checkpoint, FLAGS.lowercase)
     if FLAGS.config_json:
         with open(FLAGS.config_json) as f:
             config = config.replace(**json.load(f))
     data = data_vocabulary(FLAGS)
+    if FLAGS.init_checkpoint and len(data["vocabulary"]) != config.vocabulary_size:
+        raise ValueError(f"--vocab_file has {len(data['vocabulary'])} tokens but {FLAGS.init_checkpoint} was trained with {config.vocabulary_size}.")
     config = config.replace(vocabulary_size=len(data["vocabulary"]))
     if FLAGS.sequence_length > config.max_sequence_length:
         raise ValueError(f"--sequence_length={FLAGS.sequence_length} exceeds the model's max_sequence_length={config.max_sequence_length}.")
