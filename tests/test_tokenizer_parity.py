@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.reference_tokenizer import basic_tokenize, token_ids
+from zoo.export import TF_TEXT_OPS_2_21, disallowed_ops, list_ops
 from zoo.text.packing import pack_segments
 from zoo.text.wordpiece import BasicTokenizer, WordPieceTokenizer, load_vocabulary
 
@@ -114,42 +116,6 @@ def test_ids_inside_tf_function_and_tf_data(golden, tokenizers):
     assert [row for b in batched for row in b.to_list()] == expected
 
 
-def _reference_basic(text, lower):
-    """The original BasicTokenizer, inline (same as scripts/record_tokenizer_golden.py)."""
-    def is_punct(c):
-        cp = ord(c)
-        return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or \
-            unicodedata.category(c).startswith("P")
-
-    def cjk(cp):
-        return any(lo <= cp <= hi for lo, hi in [
-            (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-            (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)])
-
-    text = "".join(
-        " " if c in " \t\n\r" or unicodedata.category(c) == "Zs" else c
-        for c in text
-        if not (ord(c) in (0, 0xFFFD) or (c not in "\t\n\r" and unicodedata.category(c).startswith("C")))
-    )
-    text = "".join(f" {c} " if cjk(ord(c)) else c for c in text)
-    out = []
-    for token in text.split():
-        if lower:
-            token = "".join(c for c in unicodedata.normalize("NFD", token.lower()) if unicodedata.category(c) != "Mn")
-        pieces, new_word = [], True
-        for c in token:
-            if is_punct(c):
-                pieces.append(c)
-                new_word = True
-            else:
-                if new_word:
-                    pieces.append("")
-                new_word = False
-                pieces[-1] += c
-        out.extend(pieces)
-    return " ".join(out).split()
-
-
 @pytest.mark.parametrize("lower", [True, False])
 def test_every_assigned_codepoint_matches_python(lower):
     """All ~145k assigned codepoints, alone and around capital sigma / ASCII / punctuation: catches any class,
@@ -160,29 +126,10 @@ def test_every_assigned_codepoint_matches_python(lower):
     bad = []
     for cp, text, words in zip(codepoints, texts, got):
         words = [w.decode("utf-8") for w in words]
-        expected = _reference_basic(text, lower)
+        expected = basic_tokenize(text, lower)
         if words != expected:
             bad.append(f"U+{cp:04X}: expected {expected} got {words}")
     assert not bad, f"{len(bad)} mismatches, e.g.\n" + "\n".join(bad[:20])
-
-
-# TF Text ops that old TF Serving (TF Text 2.12.1) has and this package may use; everything else must be core.
-ALLOWED_TF_TEXT_OPS = {"NormalizeUTF8", "FastWordpieceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
-                       "CaseFoldUTF8"}
-
-
-def _graph_ops(saved_model_dir):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    ops = set()
-    for meta in proto.meta_graphs:
-        ops |= {n.op for n in meta.graph_def.node}
-        for fn in meta.graph_def.library.function:
-            ops |= {n.op for n in fn.node_def}
-    return ops - {fn.signature.name for m in proto.meta_graphs for fn in m.graph_def.library.function}
 
 
 def test_saved_model_round_trip_uses_only_serving_ops(golden, tokenizers, tmp_path):
@@ -203,30 +150,16 @@ def test_saved_model_round_trip_uses_only_serving_ops(golden, tokenizers, tmp_pa
     out = tf.saved_model.load(path)(tf.constant([e["a"] for e in entries]), tf.constant([e["b"] for e in entries]))
     lengths = out["padding_mask"].numpy().sum(axis=1)
     assert [row[:n].tolist() for row, n in zip(out["token_ids"].numpy(), lengths)] == [e["ids_128"] for e in entries]
-    non_core = {op for op in _graph_ops(path) if not hasattr(tf.raw_ops, op)}
-    assert non_core <= ALLOWED_TF_TEXT_OPS, sorted(non_core)
-    assert "FastWordpieceTokenizeWithOffsets" in non_core
-
-
-def _reference_wordpiece(word, vocab):
-    """google-research WordpieceTokenizer on one basic token."""
-    if len(word) > 100:
-        return [vocab["[UNK]"]]
-    start, ids = 0, []
-    while start < len(word):
-        end = len(word)
-        while end > start and ("##" * (start > 0) + word[start:end]) not in vocab:
-            end -= 1
-        if end == start:
-            return [vocab["[UNK]"]]
-        ids.append(vocab["##" * (start > 0) + word[start:end]])
-        start = end
-    return ids
+    ops = list_ops(path)
+    assert disallowed_ops(ops) == []  # TF core ops (no Python ops) and TF Text ops that TF Serving has
+    tf_text_ops = set(ops) & TF_TEXT_OPS_2_21
+    assert tf_text_ops <= {"NormalizeUTF8", "FastWordpieceTokenizeWithOffsets"}, sorted(tf_text_ops)
+    assert "FastWordpieceTokenizeWithOffsets" in tf_text_ops
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_real_reviews_match_reference(tokenizers, case):
-    """~90k words of real text (with HTML, quotes, numbers, odd punctuation) against the Python reference."""
+    """~90k words of real text (with HTML, quotes, numbers, odd punctuation) against tests/reference_tokenizer.py."""
     import csv
     import itertools
 
@@ -241,5 +174,5 @@ def test_real_reviews_match_reference(tokenizers, case):
     vocab = {t: i for i, t in enumerate(tok.vocabulary)}
     got = tok.tokenize(tf.constant(texts)).to_list()
     for text, ids in zip(texts, got):
-        expected = [i for w in _reference_basic(text, tok.lowercase) for i in _reference_wordpiece(w, vocab)]
+        expected = token_ids(text, vocab, tok.lowercase)
         assert ids == expected, text
