@@ -124,3 +124,16 @@ def test_classifier_takes_raw_strings_and_pairs(real_vocabulary):
     single = model(np.array(["a fine film", ""], object))
     pairs = model((np.array(["a fine film", "bad"], object), np.array(["yes", "no"], object)))
     assert single.shape == (2, 2) and pairs.shape == (2, 2)
+
+
+def test_mean_pooling_classifier_ignores_padding(tiny_config):
+    backbone = BertBackbone(**tiny_config.to_dict())
+    model = BertClassifier(backbone, 2, pooling="mean")
+    model.build()
+    f = _features()
+    short = {k: f[k][1:2, :7] for k in ("token_ids", "segment_ids", "padding_mask")}
+    long = {k: f[k][1:2] for k in ("token_ids", "segment_ids", "padding_mask")}
+    np.testing.assert_allclose(np.asarray(model(short)), np.asarray(model(long)), atol=1e-5)
+    assert BertClassifier.from_config(model.get_config()).pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        BertClassifier(backbone, 2, pooling="max")

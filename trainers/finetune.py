@@ -29,6 +29,7 @@ flags.DEFINE_integer("epochs", 3, "Epochs.")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (warmup 10%, then linear decay).")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training rows.")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_enum("pooling", "cls", ["cls", "mean"], "Classify from BERT's pooled [CLS] or the mean of the last layer.")
 
 
 def read_tsv(path):
@@ -93,7 +94,7 @@ def main(_):
     config = md.read_config(FLAGS.init)
     family = zoo.family(config["family"])
     backbone, preprocessor = family.load_pretrained(FLAGS.init, sequence_length=FLAGS.sequence_length, restore=not FLAGS.random_init)
-    model = family.Classifier(backbone, num_classes, preprocessor=preprocessor)
+    model = family.Classifier(backbone, num_classes, preprocessor=preprocessor, pooling=FLAGS.pooling)
     steps = FLAGS.epochs * (len(train_rows) // FLAGS.batch_size + 1)
     schedule = optim.WarmupLinearDecay(FLAGS.learning_rate, int(0.1 * steps), steps)
     model.compile(optimizer=optim.adamw(schedule, variables=model.trainable_variables))
@@ -119,7 +120,7 @@ def save(model, family, config, model_dir, num_classes, result, majority):
     vocabulary = load_vocabulary(os.path.join(md.config_dir(FLAGS.init), config["preprocessor"]["vocabulary"]))
     family.write_model_dir(
         model_dir, family.Config.from_dict(config["backbone"]), vocabulary, lowercase=config["preprocessor"]["lowercase"],
-        sequence_length=FLAGS.sequence_length, classifier={"num_classes": num_classes, "dropout": model.dropout},
+        sequence_length=FLAGS.sequence_length, classifier={"num_classes": num_classes, "dropout": model.dropout, "pooling": model.pooling},
         finetuned_from=os.path.abspath(FLAGS.init),
     )
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), model_dir, max_to_keep=1).save()

@@ -19,6 +19,9 @@ class BertClassifier(keras.Model):
       num_classes: K.
       preprocessor: a `BertPreprocessor`; when given, the model also accepts raw strings.
       dropout: classifier dropout (0.1 in BERT).
+      pooling: "cls" (BERT's: the pooler's tanh(dense([CLS]))) or "mean" (the mean of the last layer over real
+        tokens, as sentence-transformers pools; better when the pooler was never trained, e.g. an NSP head that
+        has not learned yet or a checkpoint converted without one).
 
     Call args:
       inputs: a string tensor [B] (single texts), a tuple (texts_a [B], texts_b [B]) of strings (pairs), or the
@@ -33,7 +36,7 @@ class BertClassifier(keras.Model):
       >>> model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(32), epochs=3)
     """
 
-    def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, **kwargs):
+    def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, pooling="cls", **kwargs):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
@@ -43,16 +46,19 @@ class BertClassifier(keras.Model):
         self.num_classes = int(num_classes)
         self.preprocessor = preprocessor
         self.dropout = dropout
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}.")
+        self.pooling = pooling
         init = keras.initializers.TruncatedNormal(stddev=backbone.initializer_range)
         self.head = ClassificationHead(num_classes, dropout, init, name="classification_head")
 
     @classmethod
-    def from_model_dir(cls, model_dir, num_classes, dropout=0.1, sequence_length=None):
+    def from_model_dir(cls, model_dir, num_classes, dropout=0.1, sequence_length=None, pooling="cls"):
         """Builds a classifier on a pretrained backbone from a zoo model dir or a zoo SavedModel export."""
         from zoo.bert.pretrained import load_pretrained  # local: pretrained.py imports this module's siblings
 
         backbone, preprocessor = load_pretrained(model_dir, sequence_length=sequence_length)
-        model = cls(backbone, num_classes, preprocessor=preprocessor, dropout=dropout)
+        model = cls(backbone, num_classes, preprocessor=preprocessor, dropout=dropout, pooling=pooling)
         model.build()
         return model
 
@@ -77,8 +83,13 @@ class BertClassifier(keras.Model):
         return self.preprocessor(inputs)
 
     def call(self, inputs, training=False):
-        outputs = self.backbone(self.features(inputs), training=training)
-        return self.head(outputs["pooled_output"], training=training)
+        features = self.features(inputs)
+        outputs = self.backbone(features, training=training)
+        if self.pooling == "cls":
+            return self.head(outputs["pooled_output"], training=training)
+        mask = keras.ops.cast(features["padding_mask"], outputs["sequence_output"].dtype)[:, :, None]  # [B, T, 1]
+        mean = keras.ops.sum(outputs["sequence_output"] * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+        return self.head(mean, training=training)
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """Like keras.Model.compile, with BERT fine-tuning defaults (AdamW 2e-5, cross-entropy, accuracy).
@@ -106,6 +117,7 @@ class BertClassifier(keras.Model):
             "num_classes": self.num_classes,
             "preprocessor": None if self.preprocessor is None else self.preprocessor.get_config(),
             "dropout": self.dropout,
+            "pooling": self.pooling,
         }
 
     @classmethod
