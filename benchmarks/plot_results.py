@@ -1,0 +1,125 @@
+"""Plots the JSON written by the benchmark scripts (--json_out) as PNGs, with matplotlib's Agg backend.
+
+  pretrain_throughput.json -> pretrain_tokens_per_s.png (tokens/s of every setting, one panel per size, MFU on top)
+  serving.json             -> serving_latency.png (p50 bars, p99 marks) and serving_throughput.png (texts/s)
+  data_pipeline.json       -> data_pipeline.png (examples/s and real tokens/s per contender)
+
+Usage:
+  PYTHONPATH=. python -m benchmarks.plot_results benchmarks/results/*.json --out_dir=benchmarks/results
+"""
+
+import argparse
+import json
+import os
+import sys
+
+COLORS = {"zoo": "#1f77b4", "keras_hub": "#d62728", "hf": "#ff7f0e", "reference": "#2ca02c"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.clf()
+    return path
+
+
+def _bars(ax, labels, values, colors, fmt="{:,.0f}", notes=None):
+    bars = ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    for i, (bar, value) in enumerate(zip(bars, values)):
+        text = fmt.format(value) + (f"\n{notes[i]}" if notes else "")
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7)
+    ax.margins(y=0.2)
+
+
+def plot_pretrain(data, out_dir):
+    """One panel per size: tokens/s of each (contender, precision, xla) setting, MFU % on top."""
+    plt = _plt()
+    sizes = list(dict.fromkeys(r["size"] for r in data["rows"]))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        rows = [r for r in data["rows"] if r["size"] == size]
+        labels = [f"{r['contender']} {r['precision']}" + (f" xla={r['xla']}" if r["xla"] != "n/a" else "") for r in rows]
+        _bars(ax, labels, [r["tokens_per_s"] for r in rows], [COLORS.get(r["contender"], "gray") for r in rows],
+              notes=[f"MFU {r['mfu_pct']:.1f}%" for r in rows])
+        dims = rows[0]["dims"]
+        ax.set_title(f"{size}: L{dims['layers']} H{dims['hidden']} batch {dims['batch']} seq {dims['seq']}")
+        ax.set_ylabel("training tokens/s (best repeat)")
+    return [_save(fig, out_dir, "pretrain_tokens_per_s.png")]
+
+
+def plot_serving(data, out_dir):
+    """p50 latency at batch 1 (with p99 marks), and texts/s at batch B for short and ~128-token texts."""
+    plt = _plt()
+    rows = data["rows"]
+    names = [r["contender"] for r in rows]
+    colors = [COLORS.get(n, "gray") for n in names]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    _bars(ax, names, [r["p50_ms"] for r in rows], colors, fmt="{:.2f} ms")
+    ax.scatter(range(len(rows)), [r["p99_ms"] for r in rows], marker="_", s=400, color="black", label="p99", zorder=3)
+    ax.set_ylabel("latency at batch 1, ms (bar p50)")
+    ax.set_title("serving latency, short sentence")
+    ax.legend()
+    paths = [_save(fig, out_dir, "serving_latency.png")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key, title in zip(axes, ("short_texts_per_s", "long_texts_per_s"), ("short texts", "~128-token texts")):
+        _bars(ax, names, [r[key] for r in rows], colors, fmt="{:,.1f}")
+        ax.set_title(f"{title}, batch {data['dims']['batch']}")
+        ax.set_ylabel("texts/s")
+    paths.append(_save(fig, out_dir, "serving_throughput.png"))
+    return paths
+
+
+def plot_data_pipeline(data, out_dir):
+    """examples/s and real tokens/s of building pretraining data, per contender."""
+    plt = _plt()
+    rows = data["rows"]
+    names = [r["contender"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key, label in zip(axes, ("examples_per_s", "tokens_per_s"), ("examples/s", "real tokens/s")):
+        _bars(ax, names, [r[key] for r in rows], [COLORS.get(n, "gray") for n in names])
+        ax.set_ylabel(label)
+    keeps_up = data.get("keeps_up")
+    title = "pretraining data from raw IMDB text"
+    if keeps_up:
+        title += f" (zoo step on real vs synthetic data: {keeps_up['difference_pct']:+.1f}%)"
+    fig.suptitle(title, fontsize=10)
+    return [_save(fig, out_dir, "data_pipeline.png")]
+
+
+PLOTTERS = {"pretrain_throughput": plot_pretrain, "serving": plot_serving, "data_pipeline": plot_data_pipeline}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json_files", nargs="+", help="Outputs of the benchmarks' --json_out.")
+    parser.add_argument("--out_dir", default="", help="Folder for the PNGs (default: next to each JSON file).")
+    args = parser.parse_args(argv)
+    written = []
+    for path in args.json_files:
+        with open(path) as f:
+            data = json.load(f)
+        plotter = PLOTTERS.get(data.get("benchmark"))
+        if plotter is None:
+            raise SystemExit(f"{path}: not a benchmark output (benchmark={data.get('benchmark')!r}).")
+        out_dir = args.out_dir or os.path.dirname(os.path.abspath(path))
+        os.makedirs(out_dir, exist_ok=True)
+        written += plotter(data, out_dir)
+    for path in written:
+        print(f"Wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

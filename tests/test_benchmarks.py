@@ -1,0 +1,130 @@
+"""The benchmark scripts run at their --tiny size and report every expected row with positive numbers.
+
+Each script runs once per module (a few worker processes of ~5 s each: about 40 s apiece, 2 minutes in all), so
+they cannot rot; the numbers themselves mean nothing at this size.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "tokenizer_golden.json")
+
+
+def _run(module, out_dir, *flags):
+    out = os.path.join(str(out_dir), module.split(".")[-1] + ".json")
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # One compute thread per library: on a busy shared machine, torch's OpenMP threads otherwise stall for
+    # scheduler ticks (tiny HF steps then take 100x longer); the default-threads path is the same code.
+    command = [sys.executable, "-m", module, "--tiny", "--repeats=1", "--threads=1", f"--json_out={out}", *flags]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with open(out) as f:
+        return proc.stdout, json.load(f), out
+
+
+def _positive(row, *keys):
+    for key in keys:
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (key, row)
+
+
+@pytest.fixture(scope="module")
+def pretrain(tmp_path_factory):
+    # XLA off keeps the run near 40 s; the zoo's XLA step is compiled in tests/test_xla.py.
+    return _run("benchmarks.pretrain_throughput", tmp_path_factory.mktemp("pretrain"), "--xla=off")
+
+
+@pytest.fixture(scope="module")
+def data_pipeline(tmp_path_factory):
+    return _run("benchmarks.data_pipeline", tmp_path_factory.mktemp("data_pipeline"))
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    return _run("benchmarks.serving", tmp_path_factory.mktemp("serving"))
+
+
+def test_pretrain_throughput_tiny(pretrain):
+    stdout, data, _ = pretrain
+    settings = {(r["contender"], r["precision"], r["xla"]) for r in data["rows"]}
+    assert settings == {(c, p, "off") for c in ("zoo", "keras_hub") for p in ("float32", "bfloat16")} | {
+        ("hf", p, "n/a") for p in ("float32", "bfloat16")
+    }
+    for row in data["rows"]:
+        _positive(row, "tokens_per_s", "step_ms", "mfu_pct", "peak_rss_mb", "params", "model_tflops_per_step")
+        assert math.isfinite(row["loss"])
+        assert row["size"] == "tiny" and f"tiny  {row['contender']:>9}" in stdout
+    _positive(data["peak_tflops"], "float32", "bfloat16")
+    assert sorted(r["peer"] for r in data["ratios"]) == ["hf", "keras_hub"]
+    for ratio in data["ratios"]:
+        _positive(ratio, "ratio")
+        assert f"zoo best ({ratio['zoo_setting']}) / {ratio['peer']} best" in stdout
+    assert "matmul peak (tf.matmul): float32" in stdout
+
+
+def test_model_flops_formula_counts_the_zoo_encoder_kernels():
+    # The formula's 4H^2 + 2HI per layer is exactly the Transformer blocks' kernels (QKV, output, FFN).
+    import numpy as np
+
+    from benchmarks.pretrain_throughput import model_flops_per_step
+    from zoo.bert import BertBackbone
+
+    dims = dict(layers=2, hidden=32, heads=2, intermediate=64, vocab=50, seq=8, predictions=0, batch=1)
+    backbone = BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64)
+    backbone.build()
+    kernels = sum(int(np.prod(w.shape)) for block in backbone.blocks for w in block.weights if len(w.shape) == 2)
+    per_token = 6 * kernels + 12 * dims["layers"] * dims["seq"] * dims["hidden"]
+    nsp = 6 * (32 * 32 + 2 * 32)
+    assert model_flops_per_step(dims) == per_token * dims["seq"] + nsp
+
+
+def test_data_pipeline_tiny(data_pipeline):
+    stdout, data, _ = data_pipeline
+    assert sorted(r["contender"] for r in data["rows"]) == ["hf", "reference", "zoo"]
+    for row in data["rows"]:
+        _positive(row, "examples", "examples_per_s", "tokens_per_s", "seconds", "peak_rss_mb")
+        assert row["documents"] == 40
+        assert row["contender"] in stdout
+    keeps_up = data["keeps_up"]
+    _positive(keeps_up, "real_step_ms", "synthetic_step_ms")
+    assert math.isfinite(keeps_up["difference_pct"])
+    assert "input pipeline keeps up: zoo step" in stdout
+
+
+def test_reference_tokenizer_matches_the_original_ids():
+    # The pure-Python FullTokenizer of the data benchmark gives the golden google-research ids on the hard texts.
+    from benchmarks import common
+    from benchmarks.data_pipeline import FullTokenizer
+
+    tokenizer = FullTokenizer(common.minilm_vocabulary())
+    with open(GOLDEN, encoding="utf-8") as f:
+        singles = json.load(f)["uncased"]["singles"]
+    bad = [e["name"] for e in singles if [tokenizer.vocab[t] for t in tokenizer.tokenize(e["text"])] != e["ids"]]
+    assert len(singles) >= 50 and not bad
+
+
+def test_serving_tiny(serving):
+    stdout, data, _ = serving
+    assert sorted(r["contender"] for r in data["rows"]) == ["hf", "keras_hub", "zoo"]
+    for row in data["rows"]:
+        _positive(row, "p50_ms", "p99_ms", "short_texts_per_s", "long_texts_per_s", "peak_rss_mb")
+        assert row["p99_ms"] >= row["p50_ms"]
+        assert row["contender"] in stdout
+    assert data["dims"]["model"]["vocab"] == 30522
+
+
+def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, tmp_path):
+    from benchmarks import plot_results
+
+    assert plot_results.main([pretrain[2], data_pipeline[2], serving[2], f"--out_dir={tmp_path}"]) == 0
+    names = ("pretrain_tokens_per_s.png", "data_pipeline.png", "serving_latency.png", "serving_throughput.png")
+    for name in names:
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 1000
