@@ -1,6 +1,7 @@
 """Optimisers and learning-rate schedules shared by every family."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # BERT and GPT exclude LayerNorm gains/offsets and all biases from weight decay (google-research/bert
@@ -40,8 +41,11 @@ def adamw(learning_rate, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e
     Args:
       learning_rate: float or schedule.
       variables: the model's trainable variables; the 1-D ones (biases, LayerNorm) are excluded from decay.
+
+    Returns:
+      a `FusedAdamW` (Keras' AdamW maths, fused kernels).
     """
-    optimizer = keras.optimizers.AdamW(
+    optimizer = FusedAdamW(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         beta_1=beta_1,
@@ -52,6 +56,71 @@ def adamw(learning_rate, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e
     if variables is not None:
         optimizer.exclude_from_weight_decay(var_list=[v for v in variables if excluded_from_decay(v)])
     return optimizer
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class FusedAdamW(keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` with the same maths and variables, in fewer passes over memory.
+
+    On CPUs the optimizer is memory-bound: Keras' update is ~10 elementwise ops per variable (each a full pass
+    over 110M floats at BERT-base), as many as the backward pass's non-matmul work. Here:
+      * the Adam update of each variable is TensorFlow's fused `ResourceApplyAdam` kernel (one pass over
+        var, m, v and the gradient; the same formula as Keras: lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps));
+      * decoupled weight decay is one multiply and a buffer-swapping assign, var <- var * (1 - lr * wd);
+      * the global gradient norm uses `tf.nn.l2_loss` (one pass per gradient, no squared temporaries).
+    Checkpoints are interchangeable with Keras' AdamW (same slot variables). Sparse gradients and amsgrad take
+    Keras' own path.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        local_step = ops.cast(self.iterations + 1, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=ops.power(ops.cast(self.beta_1, dtype), local_step),
+            beta2_power=ops.power(ops.cast(self.beta_2, dtype), local_step),
+            lr=ops.cast(learning_rate, dtype),
+            beta1=ops.cast(self.beta_1, dtype),
+            beta2=ops.cast(self.beta_2, dtype),
+            epsilon=ops.cast(self.epsilon, dtype),
+            grad=ops.cast(gradient, dtype),
+        )
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+
+        def decay(distribution, variables):
+            def decay_one(variable):
+                if self._use_weight_decay(variable):
+                    keep = 1.0 - ops.cast(self.learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)
+                    variable.assign(variable * keep)
+
+            for variable in variables:
+                variable = variable.value if isinstance(variable, keras.Variable) else variable
+                distribution.extended.update(variable, decay_one, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
+
+    def _clip_gradients(self, grads):
+        if not (self.global_clipnorm and self.global_clipnorm > 0):
+            return super()._clip_gradients(grads)
+        present = [g for g in grads if g is not None]
+        norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), "float32") for g in present]))
+        # As Keras: a no-op for norms below the clip, NaN for a non-finite norm (so the loop stops loudly).
+        scale = self.global_clipnorm * tf.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
+        return [g * tf.cast(scale, g.dtype) if g is not None else None for g in grads]
+
+
+def _handle(variable):
+    """The resource handle of a Keras or tf variable (the per-replica one inside a distributed update)."""
+    variable = variable.value if isinstance(variable, keras.Variable) else variable
+    return variable.handle
 
 
 def excluded_from_decay(variable):

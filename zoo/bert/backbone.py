@@ -6,7 +6,7 @@ Shape legend: B batch, T sequence length, H hidden, L layers.
 import keras
 from keras import ops
 
-from zoo.layers import PositionEmbedding, TokenEmbedding, TransformerBlock, make_attention_mask
+from zoo.layers import Dropout, PositionEmbedding, TokenEmbedding, TransformerBlock, make_attention_mask
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
@@ -59,7 +59,7 @@ class BertBackbone(keras.Model):
         self.position_embedding = PositionEmbedding(max_sequence_length, hidden_dim, init(), name="position_embedding")
         self.segment_embedding = keras.layers.Embedding(num_segments, hidden_dim, embeddings_initializer=init(), name="segment_embedding")
         self.embeddings_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")
-        self.embeddings_dropout = keras.layers.Dropout(dropout)
+        self.embeddings_dropout = Dropout(dropout)
         self.blocks = [
             TransformerBlock(
                 num_heads,

@@ -1,17 +1,21 @@
 """Leaf building blocks shared by every family (BERT, GPT, ELMo). Imports no other zoo module."""
 
+from zoo.layers.activations import gelu
 from zoo.layers.attention import MultiHeadAttention, make_attention_mask
+from zoo.layers.dropout import Dropout
 from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.heads import ClassificationHead, MaskedLMHead, gather_positions
 from zoo.layers.transformer import TransformerBlock
 
 __all__ = [
     "ClassificationHead",
+    "Dropout",
     "MaskedLMHead",
     "MultiHeadAttention",
     "PositionEmbedding",
     "TokenEmbedding",
     "TransformerBlock",
     "gather_positions",
+    "gelu",
     "make_attention_mask",
 ]

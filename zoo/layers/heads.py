@@ -6,7 +6,8 @@ Shape legend: B batch, T sequence length, P masked positions per sequence, H hid
 import keras
 from keras import ops
 
-from zoo.layers.transformer import _gelu
+from zoo.layers.activations import gelu
+from zoo.layers.dropout import Dropout
 
 
 def gather_positions(sequence, positions):
@@ -38,7 +39,7 @@ class MaskedLMHead(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.transform = keras.layers.Dense(hidden_dim, activation=_gelu, kernel_initializer=self.kernel_initializer, name="transform")
+        self.transform = keras.layers.Dense(hidden_dim, activation=gelu, kernel_initializer=self.kernel_initializer, name="transform")
         self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="transform_layer_norm")
 
     def build(self, sequence_shape, positions_shape=None):
@@ -63,7 +64,7 @@ class ClassificationHead(keras.layers.Layer):
         self.num_classes = num_classes
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dropout_layer = keras.layers.Dropout(dropout)
+        self.dropout_layer = Dropout(dropout)
         self.dense = keras.layers.Dense(num_classes, kernel_initializer=self.kernel_initializer, name="logits")
 
     def build(self, input_shape):

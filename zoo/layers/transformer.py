@@ -5,7 +5,9 @@ Shape legend: B batch, T sequence length, H hidden, F intermediate (feed-forward
 
 import keras
 
+from zoo.layers.activations import gelu
 from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.dropout import Dropout
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -49,12 +51,12 @@ class TransformerBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = self.kernel_initializer
         self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
-        self.attention_dropout = keras.layers.Dropout(dropout)
+        self.attention_dropout = Dropout(dropout)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
-        act = keras.activations.get(activation) if activation != "gelu" else _gelu
+        act = keras.activations.get(activation) if activation != "gelu" else gelu
         self.intermediate = keras.layers.Dense(intermediate_dim, activation=act, kernel_initializer=init, name="intermediate")
         self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
-        self.ffn_dropout = keras.layers.Dropout(dropout)
+        self.ffn_dropout = Dropout(dropout)
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
 
     def build(self, input_shape):
@@ -84,7 +86,3 @@ class TransformerBlock(keras.layers.Layer):
         )
         return config
 
-
-def _gelu(x):
-    # The exact (erf) GELU of BERT's and GPT's original code, not the tanh approximation.
-    return keras.activations.gelu(x, approximate=False)

@@ -1,0 +1,78 @@
+"""The hand-fused pieces equal what they replace: GELU and its gradient, 16-bit dropout, fused AdamW."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import optim
+from zoo.layers import Dropout, gelu
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-7), ("bfloat16", 1.6e-2)])
+def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(dtype, tol):
+    x = tf.cast(tf.linspace(-8.0, 8.0, 4001), dtype)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, reference = gelu(x), tf.nn.gelu(x, approximate=False)
+    for a, b in ((ours, reference), (tape.gradient(ours, x), tape.gradient(reference, x))):
+        assert a.dtype == x.dtype
+        np.testing.assert_allclose(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy(), atol=tol, rtol=tol)
+
+
+def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
+    layer = Dropout(0.1, seed=3)
+    x = tf.ones([200, 1001])  # odd element count: the last 32-bit draw is half used
+    first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+    kept = first > 0
+    assert abs(kept.mean() - 0.9) < 0.003
+    np.testing.assert_allclose(first[kept], 65536 / (65536 - round(0.1 * 65536)), rtol=1e-6)
+    assert abs(first.mean() - 1.0) < 0.005
+    assert (kept != (second > 0)).mean() > 0.1  # a new mask every call
+    assert (layer(x, training=False).numpy() == 1).all() and (Dropout(0.0)(x, training=True).numpy() == 1).all()
+    again = Dropout(0.1, seed=3)
+    assert (again(x, training=True).numpy() == first).all()  # the seed makes it reproducible
+    assert [v.path.split("/")[-1] for v in layer.non_trainable_variables] == ["seed_generator_state"]  # checkpointed
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.0)
+
+
+def test_dropout_gradient_is_the_mask():
+    layer = Dropout(0.5, seed=1)
+    x = tf.random.normal([8, 16, 32])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    grad = tape.gradient(tf.reduce_sum(y), x).numpy()
+    assert set(np.unique(grad)) == {0.0, 2.0}
+    assert ((grad > 0) == (y.numpy() != 0)).all()
+
+
+def _train(make_optimizer, steps=6):
+    variables = [keras.Variable(np.random.default_rng(i).normal(size=s).astype("float32")) for i, s in enumerate([(40, 8), (8,), (8, 3)])]
+    optimizer = make_optimizer(variables)
+
+    @tf.function
+    def step(grads):
+        optimizer.apply(grads, variables)
+
+    for t in range(steps):
+        step([tf.constant(np.random.default_rng(100 + t).normal(size=v.shape).astype("float32") * 2) for v in variables])
+    return [v.numpy() for v in variables], optimizer
+
+
+def test_fused_adamw_equals_keras_adamw_with_decay_exclusion_and_clipping():
+    schedule = optim.WarmupLinearDecay(1e-2, 2, 10)
+    ours, fused = _train(lambda vs: optim.adamw(schedule, variables=vs))
+
+    def keras_adamw(vs):
+        opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01, epsilon=1e-6, global_clipnorm=1.0)
+        opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) == 1])
+        return opt
+
+    reference, _ = _train(keras_adamw)
+    assert isinstance(fused, optim.FusedAdamW)
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    without_clip, _ = _train(lambda vs: optim.adamw(schedule, clipnorm=None, variables=vs))
+    assert np.abs(without_clip[0] - ours[0]).max() > 1e-4  # the clip really acts (gradient norms here are ~10)
