@@ -6,7 +6,7 @@ package, sequence 128, 20 predictions, one pass over the corpus (dupe_factor 1),
   * zoo:       zoo.text WordPieceTokenizer (in-graph) -> zoo.data.instances.create_pair_instances (sentence
                pairs + NSP) -> zoo.data.pipeline.dynamic_masking_dataset (batched masking in tf.data).
   * reference: a compact pure-Python port of google-research/bert create_pretraining_data.py (FullTokenizer =
-               basic + WordPiece with `unicodedata`; create_instances_from_document; create_masked_lm_predictions;
+               tests/reference_tokenizer.py; create_instances_from_document; create_masked_lm_predictions;
                ids padded as write_instance_to_example_files does, minus the tf.train.Example serialisation).
   * hf:        BertTokenizerFast on whole reviews, run_mlm.py's group_texts into 128-token blocks, then
                DataCollatorForLanguageModeling batches (MLM only: HF has no NSP pair builder; every block is full,
@@ -28,7 +28,6 @@ import random
 import shutil
 import sys
 import tempfile
-import unicodedata
 
 from benchmarks import common
 
@@ -44,71 +43,8 @@ PRELOAD = {"zoo": [("zoo.data.instances", ()), ("zoo.data.pipeline", ()), ("zoo.
 
 
 # ---- the google-research/bert reference, pure Python (tokenization.py + create_pretraining_data.py) --------
-def _is_whitespace(c):
-    return c in " \t\n\r" or unicodedata.category(c) == "Zs"
-
-
-def _is_control(c):
-    return c not in "\t\n\r" and unicodedata.category(c).startswith("C")
-
-
-def _is_punctuation(c):
-    cp = ord(c)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(c).startswith("P")
-
-
-def _is_cjk(cp):
-    return any(a <= cp <= b for a, b in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-                                         (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
-
-
-class FullTokenizer:
-    """google-research/bert FullTokenizer (uncased): BasicTokenizer then greedy longest-match WordPiece."""
-
-    def __init__(self, vocabulary):
-        self.vocab = {t: i for i, t in enumerate(vocabulary)}
-
-    def _basic(self, text):
-        chars = []
-        for c in text:
-            cp = ord(c)
-            if cp == 0 or cp == 0xFFFD or _is_control(c):
-                continue
-            chars.append(f" {c} " if _is_cjk(cp) else " " if _is_whitespace(c) else c)
-        words = []
-        for token in "".join(chars).strip().split():
-            token = "".join(c for c in unicodedata.normalize("NFD", token.lower()) if unicodedata.category(c) != "Mn")
-            current = []
-            for c in token:
-                if _is_punctuation(c):
-                    words += ["".join(current)] if current else []
-                    words.append(c)
-                    current = []
-                else:
-                    current.append(c)
-            words += ["".join(current)] if current else []
-        return words
-
-    def _wordpiece(self, word):
-        if len(word) > 100:
-            return ["[UNK]"]
-        pieces, start = [], 0
-        while start < len(word):
-            end, piece = len(word), None
-            while start < end:
-                candidate = ("##" if start else "") + word[start:end]
-                if candidate in self.vocab:
-                    piece = candidate
-                    break
-                end -= 1
-            if piece is None:
-                return ["[UNK]"]
-            pieces.append(piece)
-            start = end
-        return pieces
-
-    def tokenize(self, text):
-        return [piece for word in self._basic(text) for piece in self._wordpiece(word)]
+# Tokenization is the repo's one pure-Python FullTokenizer (tests/reference_tokenizer.py, the oracle of the
+# tokenizer-parity tests); instance creation and masking follow create_pretraining_data.py, on ids.
 
 
 def _truncate_seq_pair(a, b, max_num_tokens, rng):
@@ -120,23 +56,23 @@ def _truncate_seq_pair(a, b, max_num_tokens, rng):
             trunc.pop()
 
 
-def _masked_lm(tokens, masked_lm_prob, max_predictions, vocab_words, rng):
-    cand = [i for i, t in enumerate(tokens) if t not in ("[CLS]", "[SEP]")]
+def _masked_lm(tokens, masked_lm_prob, max_predictions, vocab, rng):
+    cand = [i for i, t in enumerate(tokens) if t not in (vocab["[CLS]"], vocab["[SEP]"])]
     rng.shuffle(cand)
     output = list(tokens)
     num = min(max_predictions, max(1, int(round(len(tokens) * masked_lm_prob))))
     masked = []
     for index in cand[:num]:
         if rng.random() < 0.8:
-            output[index] = "[MASK]"
+            output[index] = vocab["[MASK]"]
         elif rng.random() >= 0.5:  # else (the other half of 20%) the token is kept
-            output[index] = vocab_words[rng.randint(0, len(vocab_words) - 1)]
+            output[index] = rng.randint(0, len(vocab) - 1)
         masked.append((index, tokens[index]))
     masked.sort()
     return output, [p for p, _ in masked], [t for _, t in masked]
 
 
-def _instances_from_document(docs, index, max_seq_length, short_seq_prob, max_predictions, vocab_words, rng):
+def _instances_from_document(docs, index, max_seq_length, short_seq_prob, max_predictions, vocab, rng):
     document, max_num_tokens = docs[index], max_seq_length - 3
     target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
     instances, chunk, length, i = [], [], 0, 0
@@ -162,9 +98,9 @@ def _instances_from_document(docs, index, max_seq_length, short_seq_prob, max_pr
                 else:
                     b = [t for s in chunk[a_end:] for t in s]
                 _truncate_seq_pair(a, b, max_num_tokens, rng)
-                tokens = ["[CLS]", *a, "[SEP]", *b, "[SEP]"]
+                tokens = [vocab["[CLS]"], *a, vocab["[SEP]"], *b, vocab["[SEP]"]]
                 segments = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-                tokens, positions, labels = _masked_lm(tokens, 0.15, max_predictions, vocab_words, rng)
+                tokens, positions, labels = _masked_lm(tokens, 0.15, max_predictions, vocab, rng)
                 instances.append((tokens, segments, is_random, positions, labels))
             chunk, length = [], 0
         i += 1
@@ -173,19 +109,21 @@ def _instances_from_document(docs, index, max_seq_length, short_seq_prob, max_pr
 
 def reference_examples(documents, vocabulary, max_seq_length, max_predictions, seed=12345):
     """create_pretraining_data.py (dupe_factor 1, short_seq_prob 0.1, no whole-word masking) -> padded features."""
-    tokenizer, rng = FullTokenizer(vocabulary), random.Random(seed)
-    docs = [d for d in ([t for t in (tokenizer.tokenize(s) for s in doc) if t] for doc in documents) if d]
+    from tests.reference_tokenizer import token_ids
+
+    vocab, rng = {t: i for i, t in enumerate(vocabulary)}, random.Random(seed)
+    docs = [d for d in ([t for t in (token_ids(s, vocab, lowercase=True) for s in doc) if t] for doc in documents) if d]
     rng.shuffle(docs)
     instances = []
     for index in range(len(docs)):
-        instances += _instances_from_document(docs, index, max_seq_length, 0.1, max_predictions, vocabulary, rng)
+        instances += _instances_from_document(docs, index, max_seq_length, 0.1, max_predictions, vocab, rng)
     rng.shuffle(instances)
-    examples, vocab = [], tokenizer.vocab
+    examples = []
     for tokens, segments, is_random, positions, labels in instances:  # write_instance_to_example_files' features
         pad, mpad = max_seq_length - len(tokens), max_predictions - len(positions)
-        examples.append({"input_ids": [vocab[t] for t in tokens] + [0] * pad, "input_mask": [1] * len(tokens) + [0] * pad,
+        examples.append({"input_ids": tokens + [0] * pad, "input_mask": [1] * len(tokens) + [0] * pad,
                          "segment_ids": segments + [0] * pad, "masked_lm_positions": positions + [0] * mpad,
-                         "masked_lm_ids": [vocab[t] for t in labels] + [0] * mpad,
+                         "masked_lm_ids": labels + [0] * mpad,
                          "masked_lm_weights": [1.0] * len(positions) + [0.0] * mpad, "next_sentence_labels": [int(is_random)]})
     return examples, sum(len(x[0]) for x in instances)
 

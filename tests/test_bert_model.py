@@ -6,7 +6,7 @@ import pytest
 import keras
 
 from reference_bert_numpy import bert_forward, masked_lm_logits
-from zoo.bert import BertBackbone, BertClassifier, BertConfig, BertPretrainer, PRESETS, get_preset, pretrainer
+from zoo.bert import BertBackbone, BertClassifier, BertConfig, PRESETS, get_preset, pretrainer
 from zoo.bert.convert import zoo_to_google
 
 

@@ -56,7 +56,7 @@ def test_finetune_in_a_few_lines(pretrained, tmp_path):
 
     # The user-facing recipe: load, compile, fit, evaluate, predict.
     model = BertClassifier.from_model_dir(model_dir, num_classes=2, sequence_length=48)
-    model.compile(optimizer=keras.optimizers.AdamW(3e-4))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
     model.fit(to_ds(train).shuffle(100, seed=0), epochs=3, verbose=0)
     accuracy = model.evaluate(to_ds(test), return_dict=True, verbose=0)["accuracy"]
     probabilities = model.predict_proba(np.array(["a wonderful, moving film", "boring and awful"], object))

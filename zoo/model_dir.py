@@ -24,7 +24,7 @@ def write_config(model_dir, config):
     """Writes `config` (a JSON-able dict with at least "family") as zoo_config.json, atomically."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, CONFIG_FILE)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"  # per process: every multi-worker task writes the same file
     with open(tmp, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     os.replace(tmp, path)

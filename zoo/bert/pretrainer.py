@@ -6,7 +6,7 @@ Shape legend: B batch, T sequence length, P masked positions, H hidden, V vocabu
 import keras
 from keras import ops
 
-from zoo.bert.backbone import BertBackbone
+from zoo.bert.backbone import BertBackbone  # noqa: F401  (registers the class for deserialisation)
 from zoo.layers import MaskedLMHead
 
 
