@@ -5,6 +5,7 @@ at all-MiniLM-L6-v2 size (L6 H384 A12 I1536, sequence limit 128), random weights
 model dir (e.g. a converted MiniLM), whose architecture every contender then copies:
   * zoo:       trainers.common.export_model_dir -> signature `serving_default` (= encode; pads to the longest text
                in the batch), loaded in a fresh process that imports only tensorflow + tensorflow_text.
+  * zoo_bf16:  the same, exported with --precision=mixed_bfloat16 (bf16 matmuls, float32 weights and outputs).
   * keras_hub: BertTokenizer (same vocabulary list) + BertTextClassifierPreprocessor + BertBackbone wrapped as a
                user would in keras.export.ExportArchive with a raw-string endpoint (its preprocessor always pads to
                128), loaded in the same kind of fresh tensorflow + tensorflow_text process.
@@ -13,7 +14,7 @@ Measured per contender (own process each, alternated over --repeats): latency p5
 sentence, and texts/s at batch 64 for short IMDB sentences and for ~128-token IMDB review openings.
 
 Full run (minutes; run it on a quiet machine):
-  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,keras_hub,hf \
+  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,keras_hub,hf \
       --json_out=benchmarks/results/serving.json        # add --model_dir=<converted MiniLM dir> for real weights
 Smoke test (about 35 s): PYTHONPATH=. python -m benchmarks.serving --tiny
 """
@@ -27,7 +28,7 @@ import tempfile
 from benchmarks import common
 
 MODULE = "benchmarks.serving"
-CONTENDERS = ("zoo", "keras_hub", "hf")
+CONTENDERS = ("zoo", "zoo_bf16", "keras_hub", "hf")  # zoo_bf16: trainers.export --precision=mixed_bfloat16
 MINILM = dict(layers=6, hidden=384, heads=12, intermediate=1536, vocab=30522)
 FULL = dict(model=MINILM, seq=128, batch=64, latency_calls=300, batch_calls=10)
 TINY = dict(model=dict(layers=1, hidden=32, heads=2, intermediate=64, vocab=30522), seq=32, batch=4, latency_calls=5,
@@ -48,7 +49,7 @@ def _texts(batch, long_words=100):
     return {"single": [SHORT_SENTENCE], "short": short, "long": long}
 
 
-def _zoo_export(work, d, model_dir):
+def _zoo_export(work, d, model_dir, precision="float32"):
     import keras
     import tensorflow as tf
 
@@ -63,7 +64,8 @@ def _zoo_export(work, d, model_dir):
         vocabulary = common.minilm_vocabulary()
         bert.write_model_dir(model_dir, config, vocabulary, lowercase=True, sequence_length=d["seq"])
         tf.train.CheckpointManager(tf.train.Checkpoint(model=bert.pretrainer(config)), model_dir, max_to_keep=1).save()
-    return export_model_dir(model_dir, os.path.join(work, "zoo_export"), sequence_length=d["seq"], overwrite=True)
+    return export_model_dir(model_dir, os.path.join(work, f"zoo_export_{precision}"), sequence_length=d["seq"], overwrite=True,
+                            precision=precision)
 
 
 def _keras_hub_export(work, d):
@@ -96,6 +98,7 @@ def _keras_hub_export(work, d):
 def _prepare(spec):
     d, work = spec["dims"], spec["work"]
     paths = {"zoo": _zoo_export(work, d, spec["model_dir"]) if "zoo" in spec["contenders"] else "",
+             "zoo_bf16": _zoo_export(work, d, spec["model_dir"], "mixed_bfloat16") if "zoo_bf16" in spec["contenders"] else "",
              "keras_hub": _keras_hub_export(work, d) if "keras_hub" in spec["contenders"] else ""}
     with open(os.path.join(work, "texts.json"), "w") as f:
         json.dump(_texts(d["batch"]), f)

@@ -135,3 +135,28 @@ def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
     assert np.abs(probs - ref).max() <= 1e-5
     pair_probs = loaded.signatures["classify_pairs"](text_a=tf.constant(PAIRS[0]), text_b=tf.constant(PAIRS[1]))["probabilities"]
     assert pair_probs.shape == (3, 3)
+
+
+def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
+    # trainers.export --precision=mixed_bfloat16: bf16 matmuls, float32 weights and outputs, TF Serving ops only;
+    # the global Keras policy is restored afterwards.
+    import keras
+
+    from trainers.common import export_model_dir
+
+    out = export_model_dir(model_dir, str(tmp_path / "bf16"), precision="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    ops = export_lib.list_ops(out)
+    assert export_lib.disallowed_ops(ops) == [] and "Cast" in ops
+    texts = tf.constant(TEXTS)
+    exact = tf.saved_model.load(exported).signatures["encode"](text=texts)
+    fast = tf.saved_model.load(out).signatures["encode"](text=texts)
+    assert set(fast) == set(exact)
+    for name in exact:
+        assert fast[name].dtype == exact[name].dtype, name
+        if name == "sequence_mask":
+            np.testing.assert_array_equal(fast[name], exact[name])
+            continue
+        diff = np.abs(fast[name].numpy() - exact[name].numpy()).max()
+        scale = np.abs(exact[name].numpy()).max()
+        assert 0 < diff <= 0.05 * max(scale, 1.0), (name, diff, scale)  # > 0: it really computed in bf16

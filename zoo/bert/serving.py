@@ -45,7 +45,7 @@ def serving_endpoints(backbone, preprocessor, classifier=None):
     if classifier is not None:
 
         def classify_features(features):
-            logits = classifier(features, training=False)
+            logits = tf.cast(classifier(features, training=False), tf.float32)  # float32 out of a bf16 export too
             return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
 
         @tf.function(input_signature=[_TEXT])
