@@ -87,8 +87,9 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
     """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir.
 
     precision: "float32" (exact: matches the Keras model to 1e-5) or "mixed_bfloat16" (weights stay float32 in the
-    export, matmuls run in bf16 on AMX/oneDNN: ~1.4-1.5x the batch-64 throughput on such CPUs, outputs within about
-    1e-2 of float32; batch-1 latency does not improve). Outputs are float32 either way.
+    export, matmuls run in bf16 on AMX/oneDNN: 1.4-1.6x the batch-64 throughput measured in benchmarks/RESULTS.md,
+    outputs within 5 % of each output's scale of float32 (tests/test_export.py); batch-1 latency does not improve).
+    Outputs are float32 either way.
     """
     import keras
 
