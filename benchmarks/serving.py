@@ -5,7 +5,9 @@ at all-MiniLM-L6-v2 size (L6 H384 A12 I1536, sequence limit 128), random weights
 model dir (e.g. a converted MiniLM), whose architecture every contender then copies:
   * zoo:       trainers.common.export_model_dir -> signature `serving_default` (= encode; pads to the longest text
                in the batch), loaded in a fresh process that imports only tensorflow + tensorflow_text.
-  * zoo_bf16:  the same, exported with --precision=mixed_bfloat16 (bf16 matmuls, float32 weights and outputs).
+  * zoo_bf16:  the same, exported with --precision=bfloat16 (bf16 weights and matmuls, float32 outputs).
+  * zoo_xla:   the same, exported with --jit_compile (float32; the network as XLA computations, lengths padded to a
+               multiple of 16; each new shape compiles on first use, so the measurements warm up every shape first).
   * keras_hub: BertTokenizer (same vocabulary list) + BertTextClassifierPreprocessor + BertBackbone wrapped as a
                user would in keras.export.ExportArchive with a raw-string endpoint (its preprocessor always pads to
                128), loaded in the same kind of fresh tensorflow + tensorflow_text process.
@@ -28,7 +30,8 @@ import tempfile
 from benchmarks import common
 
 MODULE = "benchmarks.serving"
-CONTENDERS = ("zoo", "zoo_bf16", "keras_hub", "hf")  # zoo_bf16: trainers.export --precision=mixed_bfloat16
+CONTENDERS = ("zoo", "zoo_bf16", "zoo_xla", "keras_hub", "hf")
+ZOO_EXPORTS = {"zoo": {}, "zoo_bf16": {"precision": "bfloat16"}, "zoo_xla": {"jit_compile": True}}  # trainers.export flags
 MINILM = dict(layers=6, hidden=384, heads=12, intermediate=1536, vocab=30522)
 FULL = dict(model=MINILM, seq=128, batch=64, latency_calls=300, batch_calls=10)
 TINY = dict(model=dict(layers=1, hidden=32, heads=2, intermediate=64, vocab=30522), seq=32, batch=4, latency_calls=5,
@@ -49,7 +52,7 @@ def _texts(batch, long_words=100):
     return {"single": [SHORT_SENTENCE], "short": short, "long": long}
 
 
-def _zoo_export(work, d, model_dir, precision="float32"):
+def _zoo_export(work, d, model_dir, name):
     import keras
     import tensorflow as tf
 
@@ -64,8 +67,8 @@ def _zoo_export(work, d, model_dir, precision="float32"):
         vocabulary = common.minilm_vocabulary()
         bert.write_model_dir(model_dir, config, vocabulary, lowercase=True, sequence_length=d["seq"])
         tf.train.CheckpointManager(tf.train.Checkpoint(model=bert.pretrainer(config)), model_dir, max_to_keep=1).save()
-    return export_model_dir(model_dir, os.path.join(work, f"zoo_export_{precision}"), sequence_length=d["seq"], overwrite=True,
-                            precision=precision)
+    return export_model_dir(model_dir, os.path.join(work, f"{name}_export"), sequence_length=d["seq"], overwrite=True,
+                            **ZOO_EXPORTS[name])
 
 
 def _keras_hub_export(work, d):
@@ -97,9 +100,9 @@ def _keras_hub_export(work, d):
 
 def _prepare(spec):
     d, work = spec["dims"], spec["work"]
-    paths = {"zoo": _zoo_export(work, d, spec["model_dir"]) if "zoo" in spec["contenders"] else "",
-             "zoo_bf16": _zoo_export(work, d, spec["model_dir"], "mixed_bfloat16") if "zoo_bf16" in spec["contenders"] else "",
-             "keras_hub": _keras_hub_export(work, d) if "keras_hub" in spec["contenders"] else ""}
+    wanted = spec["contenders"]
+    paths = {name: _zoo_export(work, d, spec["model_dir"], name) for name in ZOO_EXPORTS if name in wanted}
+    paths["keras_hub"] = _keras_hub_export(work, d) if "keras_hub" in wanted else ""
     with open(os.path.join(work, "texts.json"), "w") as f:
         json.dump(_texts(d["batch"]), f)
     return {"paths": paths}

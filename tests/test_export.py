@@ -137,17 +137,35 @@ def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
     assert pair_probs.shape == (3, 3)
 
 
+def _xla_functions(export_dir):
+    """Names of the functions in a SavedModel marked for XLA compilation (jit_compile=True)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return [fn.signature.name for meta in proto.meta_graphs for fn in meta.graph_def.library.function
+            if fn.attr["_XlaMustCompile"].b]
+
+
+def _stored_dtypes(export_dir):
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+    return {name: dtype for name, dtype in reader.get_variable_to_dtype_map().items() if "VARIABLE_VALUE" in name}
+
+
 def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
-    # trainers.export --precision=mixed_bfloat16: bf16 matmuls, float32 weights and outputs, TF Serving ops only;
-    # the global Keras policy is restored afterwards.
+    # trainers.export --precision=bfloat16: weights stored in bf16, bf16 matmuls, float32 outputs, TF Serving ops
+    # only; the global Keras policy is restored afterwards.
     import keras
 
     from trainers.common import export_model_dir
 
-    out = export_model_dir(model_dir, str(tmp_path / "bf16"), precision="mixed_bfloat16")
+    out = export_model_dir(model_dir, str(tmp_path / "bf16"), precision="bfloat16")
     assert keras.mixed_precision.global_policy().name == "float32"
     ops = export_lib.list_ops(out)
     assert export_lib.disallowed_ops(ops) == [] and "Cast" in ops
+    assert set(_stored_dtypes(out).values()) == {tf.bfloat16}  # every weight is stored in bf16
+    assert set(_stored_dtypes(exported).values()) == {tf.float32}
     texts = tf.constant(TEXTS)
     exact = tf.saved_model.load(exported).signatures["encode"](text=texts)
     fast = tf.saved_model.load(out).signatures["encode"](text=texts)
@@ -160,3 +178,60 @@ def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
         diff = np.abs(fast[name].numpy() - exact[name].numpy()).max()
         scale = np.abs(exact[name].numpy()).max()
         assert 0 < diff <= 0.05 * max(scale, 1.0), (name, diff, scale)  # > 0: it really computed in bf16
+
+
+XLA_FRESH = r"""
+import json, sys
+import numpy as np, tensorflow as tf, tensorflow_text
+encode = tf.saved_model.load(sys.argv[1]).signatures["encode"]
+texts = json.loads(sys.argv[2])
+np.savez(sys.argv[3], **{k: v.numpy() for k, v in encode(text=tf.constant(texts)).items()})
+"""
+
+
+def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_dir, tmp_path):
+    # trainers.export --jit_compile: the network is one XLA function, lengths padded to a multiple of 16; the
+    # outputs are the float32 export's (XLA reorders float sums only), with the padding masked out.
+    from trainers.common import XLA_LENGTH_MULTIPLE, export_model_dir
+
+    out = export_model_dir(model_dir, str(tmp_path / "xla"), jit_compile=True)
+    assert _xla_functions(out) and not _xla_functions(exported)
+    assert export_lib.disallowed_ops(export_lib.list_ops(out)) == []
+    texts = ["The movie was great!", "short", ""]
+    npz = str(tmp_path / "xla.npz")
+    subprocess.run([sys.executable, "-c", XLA_FRESH, out, json.dumps(texts), npz], check=True, cwd=str(tmp_path))
+    got = np.load(npz)
+    exact = {k: v.numpy() for k, v in tf.saved_model.load(exported).signatures["encode"](text=tf.constant(texts)).items()}
+    length = exact["sequence_mask"].shape[1]
+    assert length < XLA_LENGTH_MULTIPLE and got["sequence_mask"].shape[1] == XLA_LENGTH_MULTIPLE
+    np.testing.assert_array_equal(got["sequence_mask"][:, :length], exact["sequence_mask"])
+    assert got["sequence_mask"][:, length:].sum() == 0
+    np.testing.assert_allclose(got["pooled_output"], exact["pooled_output"], atol=1e-5)
+    np.testing.assert_allclose(got["sequence_output"][:, :length], exact["sequence_output"], atol=1e-5)
+
+
+def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
+    # Both options on a fine-tuned model: the head's weights are cast too, probabilities stay close to float32.
+    from trainers.common import export_model_dir
+    from zoo.text.wordpiece import load_vocabulary
+
+    classifier = BertClassifier.from_model_dir(model_dir, num_classes=2)
+    ft_dir = str(tmp_path / "ft")
+    config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
+    write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")), sequence_length=32, classifier={"num_classes": 2, "dropout": 0.1})
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
+    exact = export_model_dir(ft_dir, str(tmp_path / "f32"))
+    fast = export_model_dir(ft_dir, str(tmp_path / "bf16_xla"), precision="bfloat16", jit_compile=True)
+    assert _xla_functions(fast) and set(_stored_dtypes(fast).values()) == {tf.bfloat16}
+    texts = tf.constant(TEXTS)
+    want = tf.saved_model.load(exact).signatures["serving_default"](text=texts)["probabilities"].numpy()
+    got = tf.saved_model.load(fast).signatures["serving_default"](text=texts)["probabilities"].numpy()
+    assert got.dtype == np.float32 and 0 < np.abs(got - want).max() <= 0.05
+
+
+def test_export_rejects_unknown_precision(model_dir, tmp_path):
+    from trainers.common import export_model_dir
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        export_model_dir(model_dir, str(tmp_path / "x"), precision="mixed_bfloat16")
+    assert not os.path.exists(str(tmp_path / "x"))

@@ -1,5 +1,6 @@
 """Glue shared by the trainers: flags -> corpus documents, vocabulary, tokenizer. No flags are defined here."""
 
+import contextlib
 import os
 import time
 
@@ -83,40 +84,75 @@ def set_precision(precision):
         logging.info("Compute in %s, variables in float32", precision)
 
 
-def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=False, precision="float32"):
-    """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir.
+EXPORT_PRECISIONS = ("float32", "bfloat16")
+XLA_LENGTH_MULTIPLE = 16  # with jit_compile, packed lengths are rounded up to this: at most T/16 XLA programs per batch size
 
-    precision: "float32" (exact: matches the Keras model to 1e-5) or "mixed_bfloat16" (weights stay float32 in the
-    export, matmuls run in bf16 on AMX/oneDNN: 1.4-1.6x the batch-64 throughput measured in benchmarks/RESULTS.md,
-    outputs within 5 % of each output's scale of float32 (tests/test_export.py); batch-1 latency does not improve).
-    Outputs are float32 either way.
-    """
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Keras layers built inside compute (and, for "bfloat16", store weights) in `precision`; restored after."""
     import keras
 
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)  # the layers built below compute in `precision`
+    keras.mixed_precision.set_global_policy(precision)
     try:
-        return _export_model_dir(model_dir, export_dir, sequence_length, overwrite)
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _export_model_dir(model_dir, export_dir, sequence_length, overwrite):
+def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=False, precision="float32", jit_compile=False):
+    """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir.
+
+    precision: "float32" (exact: matches the Keras model to 1e-5) or "bfloat16": weights stored in bf16 (half the
+      export's size and memory traffic), matmuls in bf16, softmax, LayerNorm and GELU in float32, float32 outputs;
+      within 5 % of each output's scale of float32 (tests/test_export.py); faster batches on bf16 CPUs (AMX,
+      AVX512-BF16) and TPUs, see benchmarks/RESULTS.md.
+    jit_compile: the network runs as XLA computations (one per batch size and 16-token length bucket, compiled on
+      first use): lower small-batch latency on CPUs; TF Serving needs --xla_cpu_compilation_enabled=true for it.
+    """
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {EXPORT_PRECISIONS}; got {precision!r}.")
     import zoo
     from zoo import export as export_lib
     from zoo import model_dir as md
 
     config = md.read_config(model_dir)
     family = zoo.family(config["family"])
+    multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
+    backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple)
+    with precision_policy(precision):
+        if precision != "float32":
+            trained = (backbone, classifier)
+            backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple, restore=False)
+            _cast_weights_into(trained[0], backbone)
+            if classifier is not None:
+                _cast_weights_into(trained[1].head, classifier.head)
+        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier, jit_compile=jit_compile)
+        folder = md.config_dir(model_dir)
+        assets = {name: os.path.join(folder, name) for name in (md.CONFIG_FILE, config["preprocessor"]["vocabulary"])}
+        return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
+
+
+def _load_for_export(family, config, model_dir, sequence_length, pad_to_multiple_of, restore=True):
+    """(backbone, preprocessor, classifier or None) of a model dir, built under the current Keras policy."""
     classifier = None
     if "classifier" in config:
-        classifier = family.load_classifier(model_dir, trim=True)
-        backbone, preprocessor = classifier.backbone, classifier.preprocessor
-        if sequence_length:
-            preprocessor = family.Preprocessor(preprocessor.tokenizer, sequence_length, trim=True)
+        classifier = family.load_classifier(model_dir, trim=True, restore=restore)
+        backbone, tokenizer = classifier.backbone, classifier.preprocessor.tokenizer
+        length = sequence_length or classifier.preprocessor.sequence_length
     else:
-        backbone, preprocessor = family.load_pretrained(model_dir, sequence_length=sequence_length, trim=True)
-    endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier)
-    folder = md.config_dir(model_dir)
-    assets = {name: os.path.join(folder, name) for name in (md.CONFIG_FILE, config["preprocessor"]["vocabulary"])}
-    return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
+        backbone, preprocessor = family.load_pretrained(model_dir, sequence_length=sequence_length, trim=True, restore=restore)
+        tokenizer, length = preprocessor.tokenizer, preprocessor.sequence_length
+    preprocessor = family.Preprocessor(tokenizer, length, trim=True, pad_to_multiple_of=pad_to_multiple_of)
+    return backbone, preprocessor, classifier
+
+
+def _cast_weights_into(source, target):
+    """Copies a built layer's weights into its twin built under another dtype policy (same architecture)."""
+    import keras
+
+    for src, dst in zip(source.weights, target.weights, strict=True):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise ValueError(f"cannot cast {src.path} {tuple(src.shape)} into {dst.path} {tuple(dst.shape)}: not the same architecture")
+        dst.assign(keras.ops.cast(src.value, dst.dtype))

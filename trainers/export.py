@@ -17,13 +17,17 @@ flags.DEFINE_string("model_dir", None, "A zoo model dir (from trainers.pretrain,
 flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (must not exist unless --overwrite).")
 flags.DEFINE_integer("sequence_length", None, "Maximum tokens per input (default: the model's training length).")
 flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
-                  "Compute precision of the export: float32 (exact) or mixed_bfloat16 (faster batches on bf16 CPUs/TPUs; bf16-rounded outputs).")
+flags.DEFINE_enum("precision", "float32", list(common.EXPORT_PRECISIONS),
+                  "float32 (exact) or bfloat16 (bf16 weights and matmuls, float32 softmax/LayerNorm/outputs: half the size, "
+                  "faster batches on bf16 CPUs and TPUs; outputs within 5 % of float32's scale).")
+flags.DEFINE_bool("jit_compile", False, "Run the network as XLA computations (compiled per batch size and 16-token length "
+                  "bucket on first use): lower small-batch CPU latency. TF Serving needs --xla_cpu_compilation_enabled=true.")
 
 
 def main(_):
     zflags.require(model_dir=FLAGS.model_dir, export_dir=FLAGS.export_dir)
-    path = common.export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.sequence_length, FLAGS.overwrite, FLAGS.precision)
+    path = common.export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.sequence_length, FLAGS.overwrite, FLAGS.precision,
+                                   FLAGS.jit_compile)
     logging.info("Try it: saved_model_cli run --dir %s --tag_set serve --signature_def serving_default --input_exprs 'text=[\"hello world\"]'", path)
 
 

@@ -17,6 +17,8 @@ class BertPreprocessor(tf.Module):
       sequence_length: T, the maximum packed length (over-long text is truncated as google-research/bert does).
       trim: if True, the output is cut to the longest example in the batch (faster serving of short texts);
         if False every batch is exactly T long (static shapes for XLA/TPU training).
+      pad_to_multiple_of: with `trim`, the cut length is rounded up to a multiple of this (at most T), so an
+        XLA-compiled consumer sees a few lengths (T / m) instead of one compilation per length.
 
     Call args:
       texts: string [B]; texts_b: optional string [B] (sentence pairs).
@@ -29,7 +31,7 @@ class BertPreprocessor(tf.Module):
       >>> pre(tf.constant(["a sentence"]))["token_ids"]
     """
 
-    def __init__(self, tokenizer, sequence_length=128, trim=False, name=None):
+    def __init__(self, tokenizer, sequence_length=128, trim=False, pad_to_multiple_of=1, name=None):
         super().__init__(name=name)
         if isinstance(tokenizer, dict):
             tokenizer = WordPieceTokenizer(**tokenizer)
@@ -38,6 +40,9 @@ class BertPreprocessor(tf.Module):
         self.tokenizer = tokenizer
         self.sequence_length = int(sequence_length)
         self.trim = bool(trim)
+        if int(pad_to_multiple_of) < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer; got {pad_to_multiple_of}.")
+        self.pad_to_multiple_of = int(pad_to_multiple_of)
 
     def __call__(self, texts, texts_b=None):
         segments = [self.tokenizer.tokenize(tf.reshape(texts, [-1]))]
@@ -48,8 +53,12 @@ class BertPreprocessor(tf.Module):
         )
         if self.trim:
             longest = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
+            if self.pad_to_multiple_of > 1:
+                m = self.pad_to_multiple_of
+                longest = tf.minimum((longest + m - 1) // m * m, self.sequence_length)
             features = {k: v[:, :longest] for k, v in features.items()}
         return features
 
     def get_config(self):
-        return {"tokenizer": self.tokenizer.get_config(), "sequence_length": self.sequence_length, "trim": self.trim}
+        return {"tokenizer": self.tokenizer.get_config(), "sequence_length": self.sequence_length, "trim": self.trim,
+                "pad_to_multiple_of": self.pad_to_multiple_of}

@@ -42,8 +42,11 @@ def load_pretrained(path, sequence_length=None, trim=False, restore=True):
     return backbone, preprocessor
 
 
-def load_classifier(path, trim=False):
-    """A fine-tuned `BertClassifier` (with its preprocessor) from a model dir written by trainers.finetune."""
+def load_classifier(path, trim=False, restore=True):
+    """A fine-tuned `BertClassifier` (with its preprocessor) from a model dir written by trainers.finetune.
+
+    restore=False builds it from the config only (e.g. a bfloat16 twin that weights are then cast into).
+    """
     from zoo.bert.classifier import BertClassifier
 
     config = md.read_config(path)
@@ -52,5 +55,6 @@ def load_classifier(path, trim=False):
     backbone, preprocessor = load_pretrained(path, trim=trim, restore=False)
     classifier = BertClassifier(backbone, preprocessor=preprocessor, **config["classifier"])
     classifier.build()
-    md.restore(path, backbone=classifier.backbone, head=classifier.head)
+    if restore:
+        md.restore(path, backbone=classifier.backbone, head=classifier.head)
     return classifier

@@ -10,8 +10,13 @@ _TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
 _TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
 
 
-def serving_endpoints(backbone, preprocessor, classifier=None):
+def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False):
     """Returns ({name: tf.function}, default endpoint name, {name: trackable}).
+
+    jit_compile: the network part (features -> outputs; not the TF Text tokenizer) becomes one XLA computation,
+      compiled per input shape on first use (1-3 s at MiniLM size on a CPU); it fuses the per-op work that
+      dominates small batches. Pair it with a preprocessor that pads to a multiple of a few tokens. TF Serving
+      runs it only when started with --xla_cpu_compilation_enabled=true (CPU).
 
     Endpoints:
       encode(text [B]) / encode_pairs(text_a [B], text_b [B]) -> pooled_output [B, H], sequence_output [B, T, H],
@@ -19,6 +24,9 @@ def serving_endpoints(backbone, preprocessor, classifier=None):
       With `classifier`: classify(text) / classify_pairs(text_a, text_b) -> probabilities [B, K], logits [B, K].
     """
 
+    network = (lambda fn: tf.function(fn, jit_compile=True)) if jit_compile else (lambda fn: fn)
+
+    @network
     def encode_features(features):
         out = backbone(features, training=False)
         result = {
@@ -44,6 +52,7 @@ def serving_endpoints(backbone, preprocessor, classifier=None):
     default = "encode"
     if classifier is not None:
 
+        @network
         def classify_features(features):
             logits = tf.cast(classifier(features, training=False), tf.float32)  # float32 out of a bf16 export too
             return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
