@@ -71,7 +71,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, training=False):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = self.qkv(x)  # [B, T, 3H]
+        # Projections on [B*T, H] rows, so each 2-D MatMul fuses with its bias add (see TransformerBlock).
+        qkv = self.qkv(ops.reshape(x, (-1, self.hidden_dim)))  # [B*T, 3H]
         qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))  # [B, T, 3, N, D]
         # unstack, not qkv[i]: the gradient of an unstack is one concatenation, that of three strided slices is
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
@@ -86,8 +87,8 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
         probs = self.dropout_layer(probs, training=training)
         context = ops.matmul(probs, value)  # [B, N, T, D]
-        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, length, self.hidden_dim))  # [B, T, H]
-        return self.output_dense(context)
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
+        return ops.reshape(self.output_dense(context), (batch, length, self.hidden_dim))  # [B, T, H]
 
     def get_config(self):
         config = super().get_config()

@@ -4,8 +4,9 @@ Shape legend: B batch, T sequence length, H hidden, F intermediate (feed-forward
 """
 
 import keras
+from keras import ops
 
-from zoo.layers.activations import gelu
+from zoo.layers.activations import gelu, gelu_for_inference
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.dropout import Dropout
 
@@ -53,8 +54,11 @@ class TransformerBlock(keras.layers.Layer):
         self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
         self.attention_dropout = Dropout(dropout)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
-        act = keras.activations.get(activation) if activation != "gelu" else gelu
-        self.intermediate = keras.layers.Dense(intermediate_dim, activation=act, kernel_initializer=init, name="intermediate")
+        # The activation is applied in `call`: training uses the hand-written-gradient GELU, inference the form
+        # oneDNN fuses into the matmul.
+        self._train_activation = gelu if activation == "gelu" else keras.activations.get(activation)
+        self._inference_activation = gelu_for_inference if activation == "gelu" else self._train_activation
+        self.intermediate = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
         self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
         self.ffn_dropout = Dropout(dropout)
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
@@ -70,7 +74,11 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, attention_mask=None, training=False):
         attended = self.attention(x, attention_mask=attention_mask, training=training)
         x = self.attention_norm(x + self.attention_dropout(attended, training=training))
-        h = self.ffn_output(self.intermediate(x))
+        # The feed-forward runs on [B*T, H] rows: a 2-D MatMul sits right next to its bias add (and GELU), which
+        # oneDNN then fuses; on [B, T, H] a reshape between them blocks that.
+        h = self.intermediate(ops.reshape(x, (-1, self.hidden_dim)))  # [B*T, F]
+        h = self._train_activation(h) if training else self._inference_activation(h)
+        h = ops.reshape(self.ffn_output(h), ops.shape(x))  # [B, T, H]
         return self.ffn_norm(x + self.ffn_dropout(h, training=training))
 
     def get_config(self):
