@@ -7,7 +7,7 @@ model dir (e.g. a converted MiniLM), whose architecture every contender then cop
                in the batch), loaded in a fresh process that imports only tensorflow + tensorflow_text.
   * zoo_bf16:  the same, exported with --precision=bfloat16 (bf16 weights and matmuls, float32 outputs).
   * zoo_xla:   the same, exported with --jit_compile (float32; the network as XLA computations, lengths padded to a
-               multiple of 16; each new shape compiles on first use, so the measurements warm up every shape first).
+               multiple of 8; each new shape compiles on first use, so the measurements warm up every shape first).
   * keras_hub: BertTokenizer (same vocabulary list) + BertTextClassifierPreprocessor + BertBackbone wrapped as a
                user would in keras.export.ExportArchive with a raw-string endpoint (its preprocessor always pads to
                128), loaded in the same kind of fresh tensorflow + tensorflow_text process.

@@ -190,7 +190,7 @@ np.savez(sys.argv[3], **{k: v.numpy() for k, v in encode(text=tf.constant(texts)
 
 
 def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_dir, tmp_path):
-    # trainers.export --jit_compile: the network is one XLA function, lengths padded to a multiple of 16; the
+    # trainers.export --jit_compile: the network is one XLA function, lengths padded to a multiple of 8; the
     # outputs are the float32 export's (XLA reorders float sums only), with the padding masked out.
     from trainers.common import XLA_LENGTH_MULTIPLE, export_model_dir
 

@@ -85,7 +85,7 @@ def set_precision(precision):
 
 
 EXPORT_PRECISIONS = ("float32", "bfloat16")
-XLA_LENGTH_MULTIPLE = 16  # with jit_compile, packed lengths are rounded up to this: at most T/16 XLA programs per batch size
+XLA_LENGTH_MULTIPLE = 8  # with jit_compile, packed lengths are rounded up to this: at most T/8 XLA programs per batch size
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
       export's size and memory traffic), matmuls in bf16, softmax, LayerNorm and GELU in float32, float32 outputs;
       within 5 % of each output's scale of float32 (tests/test_export.py); faster batches on bf16 CPUs (AMX,
       AVX512-BF16) and TPUs, see benchmarks/RESULTS.md.
-    jit_compile: the network runs as XLA computations (one per batch size and 16-token length bucket, compiled on
+    jit_compile: the network runs as XLA computations (one per batch size and 8-token length bucket, compiled on
       first use): lower small-batch latency on CPUs; TF Serving needs --xla_cpu_compilation_enabled=true for it.
     """
     if precision not in EXPORT_PRECISIONS:

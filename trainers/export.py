@@ -20,7 +20,7 @@ flags.DEFINE_bool("overwrite", False, "Replace --export_dir if it exists.")
 flags.DEFINE_enum("precision", "float32", list(common.EXPORT_PRECISIONS),
                   "float32 (exact) or bfloat16 (bf16 weights and matmuls, float32 softmax/LayerNorm/outputs: half the size, "
                   "faster batches on bf16 CPUs and TPUs; outputs within 5 % of float32's scale).")
-flags.DEFINE_bool("jit_compile", False, "Run the network as XLA computations (compiled per batch size and 16-token length "
+flags.DEFINE_bool("jit_compile", False, "Run the network as XLA computations (compiled per batch size and 8-token length "
                   "bucket on first use): lower small-batch CPU latency. TF Serving needs --xla_cpu_compilation_enabled=true.")
 
 
