@@ -16,9 +16,9 @@ Measured per contender (own process each, alternated over --repeats): latency p5
 sentence, and texts/s at batch 64 for short IMDB sentences and for ~128-token IMDB review openings.
 
 Full run (minutes; run it on a quiet machine):
-  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,keras_hub,hf \
+  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,zoo_xla,keras_hub,hf \
       --json_out=benchmarks/results/serving.json        # add --model_dir=<converted MiniLM dir> for real weights
-Smoke test (about 35 s): PYTHONPATH=. python -m benchmarks.serving --tiny
+Smoke test (about a minute): PYTHONPATH=. python -m benchmarks.serving --tiny
 """
 
 import json

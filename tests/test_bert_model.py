@@ -126,6 +126,27 @@ def test_classifier_takes_raw_strings_and_pairs(real_vocabulary):
     assert single.shape == (2, 2) and pairs.shape == (2, 2)
 
 
+def test_preprocessor_pads_trimmed_length_to_a_multiple(real_vocabulary):
+    # What trainers.export --jit_compile uses: few distinct lengths for XLA, never beyond the sequence length.
+    import tensorflow as tf
+
+    from zoo.bert import BertPreprocessor
+    from zoo.text.wordpiece import WordPieceTokenizer
+
+    tok = WordPieceTokenizer(real_vocabulary)
+    pre = BertPreprocessor(tok, 20, trim=True, pad_to_multiple_of=8)
+    short = pre(tf.constant(["a fine film", ""]))
+    plain = BertPreprocessor(tok, 20, trim=True)(tf.constant(["a fine film", ""]))
+    length = plain["token_ids"].shape[1]
+    assert 2 < length < 8 and short["token_ids"].shape == (2, 8)
+    np.testing.assert_array_equal(short["padding_mask"].numpy().sum(1), plain["padding_mask"].numpy().sum(1))
+    np.testing.assert_array_equal(short["token_ids"][:, :length], plain["token_ids"])
+    assert short["padding_mask"][:, length:].numpy().sum() == 0
+    assert pre(tf.constant(["film " * 100]))["token_ids"].shape == (1, 20)  # 24 would exceed T = 20
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        BertPreprocessor(tok, 20, pad_to_multiple_of=0)
+
+
 def test_mean_pooling_classifier_ignores_padding(tiny_config):
     backbone = BertBackbone(**tiny_config.to_dict())
     model = BertClassifier(backbone, 2, pooling="mean")

@@ -153,6 +153,21 @@ def _stored_dtypes(export_dir):
     return {name: dtype for name, dtype in reader.get_variable_to_dtype_map().items() if "VARIABLE_VALUE" in name}
 
 
+def _stored_values(export_dir, part):
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+    names = sorted((n for n in reader.get_variable_to_dtype_map() if n.startswith(f"{part}/") and "VARIABLE_VALUE" in n),
+                   key=lambda n: int(n.split("/")[1]))
+    return [reader.get_tensor(n) for n in names]
+
+
+def _assert_cast_exactly(bf16_export, f32_export, part):
+    """Every stored bf16 weight of `part` is the float32 export's same weight rounded to bf16 (none swapped)."""
+    fast, exact = _stored_values(bf16_export, part), _stored_values(f32_export, part)
+    assert len(fast) == len(exact) > 0
+    for got, want in zip(fast, exact):
+        np.testing.assert_array_equal(tf.cast(got, tf.float32), tf.cast(tf.cast(want, tf.bfloat16), tf.float32))
+
+
 def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
     # trainers.export --precision=bfloat16: weights stored in bf16, bf16 matmuls, float32 outputs, TF Serving ops
     # only; the global Keras policy is restored afterwards.
@@ -166,6 +181,9 @@ def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
     assert export_lib.disallowed_ops(ops) == [] and "Cast" in ops
     assert set(_stored_dtypes(out).values()) == {tf.bfloat16}  # every weight is stored in bf16
     assert set(_stored_dtypes(exported).values()) == {tf.float32}
+    _assert_cast_exactly(out, exported, "backbone")
+    config = json.load(open(os.path.join(out, "assets", "zoo_config.json")))
+    assert config["export"] == {"precision": "bfloat16", "jit_compile": False}
     texts = tf.constant(TEXTS)
     exact = tf.saved_model.load(exported).signatures["encode"](text=texts)
     fast = tf.saved_model.load(out).signatures["encode"](text=texts)
@@ -178,14 +196,38 @@ def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
         diff = np.abs(fast[name].numpy() - exact[name].numpy()).max()
         scale = np.abs(exact[name].numpy()).max()
         assert 0 < diff <= 0.05 * max(scale, 1.0), (name, diff, scale)  # > 0: it really computed in bf16
+    # A bf16 export is also a model source: read back into float32 layers (as fine-tuning from an export does).
+    backbone, _ = load_pretrained(out)
+    reference, _ = load_pretrained(model_dir)
+    for got, want in zip(backbone.weights, reference.weights):
+        np.testing.assert_array_equal(got.numpy(), tf.cast(tf.cast(want, tf.bfloat16), tf.float32).numpy())
+
+
+def test_float32_export_ignores_the_callers_mixed_policy(exported, model_dir, tmp_path):
+    import keras
+
+    from trainers.common import export_model_dir
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        out = export_model_dir(model_dir, str(tmp_path / "f32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    texts = tf.constant(TEXTS)
+    want = tf.saved_model.load(exported).signatures["encode"](text=texts)["sequence_output"].numpy()
+    got = tf.saved_model.load(out).signatures["encode"](text=texts)["sequence_output"].numpy()
+    assert np.abs(got - want).max() <= 1e-5
 
 
 XLA_FRESH = r"""
 import json, sys
 import numpy as np, tensorflow as tf, tensorflow_text
-encode = tf.saved_model.load(sys.argv[1]).signatures["encode"]
-texts = json.loads(sys.argv[2])
-np.savez(sys.argv[3], **{k: v.numpy() for k, v in encode(text=tf.constant(texts)).items()})
+loaded = tf.saved_model.load(sys.argv[1])
+texts = json.loads(sys.argv[2]); pairs = json.loads(sys.argv[3])
+out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(texts)).items()}
+pair = {k: v.numpy() for k, v in loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])).items()}
+assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
+np.savez(sys.argv[4], **{"single_" + k: v for k, v in out.items()}, **{"pair_" + k: v for k, v in pair.items()})
 """
 
 
@@ -198,16 +240,27 @@ def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_d
     assert _xla_functions(out) and not _xla_functions(exported)
     assert export_lib.disallowed_ops(export_lib.list_ops(out)) == []
     texts = ["The movie was great!", "short", ""]
+    pairs = [["Is it good?", "film " * 40], ["Yes.", "x"]]  # the second pair fills T = 32 (a clamp at a T that is
+    # not a multiple of 8 is tested on BertPreprocessor itself)
     npz = str(tmp_path / "xla.npz")
-    subprocess.run([sys.executable, "-c", XLA_FRESH, out, json.dumps(texts), npz], check=True, cwd=str(tmp_path))
+    subprocess.run([sys.executable, "-c", XLA_FRESH, out, json.dumps(texts), json.dumps(pairs), npz], check=True, cwd=str(tmp_path))
     got = np.load(npz)
-    exact = {k: v.numpy() for k, v in tf.saved_model.load(exported).signatures["encode"](text=tf.constant(texts)).items()}
-    length = exact["sequence_mask"].shape[1]
-    assert length < XLA_LENGTH_MULTIPLE and got["sequence_mask"].shape[1] == XLA_LENGTH_MULTIPLE
-    np.testing.assert_array_equal(got["sequence_mask"][:, :length], exact["sequence_mask"])
-    assert got["sequence_mask"][:, length:].sum() == 0
-    np.testing.assert_allclose(got["pooled_output"], exact["pooled_output"], atol=1e-5)
-    np.testing.assert_allclose(got["sequence_output"][:, :length], exact["sequence_output"], atol=1e-5)
+    loaded = tf.saved_model.load(exported)
+    for prefix, exact in (("single_", loaded.signatures["encode"](text=tf.constant(texts))),
+                          ("pair_", loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])))):
+        exact = {k: v.numpy() for k, v in exact.items()}
+        length = exact["sequence_mask"].shape[1]
+        bucket = min(-(-length // XLA_LENGTH_MULTIPLE) * XLA_LENGTH_MULTIPLE, 32)
+        assert got[prefix + "sequence_mask"].shape[1] == bucket
+        np.testing.assert_array_equal(got[prefix + "sequence_mask"][:, :length], exact["sequence_mask"])
+        assert got[prefix + "sequence_mask"][:, length:].sum() == 0
+        for name, want in exact.items():
+            if name == "sequence_mask":
+                continue
+            have = got[prefix + name]
+            np.testing.assert_allclose(have if want.ndim == 2 else have[:, :length], want, atol=1e-5, err_msg=prefix + name)
+    assert got["single_sequence_mask"].shape[1] == XLA_LENGTH_MULTIPLE  # 7 tokens -> 8
+    assert got["pair_sequence_mask"].shape[1] == 32  # full length stays 32
 
 
 def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
@@ -223,6 +276,8 @@ def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
     exact = export_model_dir(ft_dir, str(tmp_path / "f32"))
     fast = export_model_dir(ft_dir, str(tmp_path / "bf16_xla"), precision="bfloat16", jit_compile=True)
     assert _xla_functions(fast) and set(_stored_dtypes(fast).values()) == {tf.bfloat16}
+    _assert_cast_exactly(fast, exact, "backbone")
+    _assert_cast_exactly(fast, exact, "head")
     texts = tf.constant(TEXTS)
     want = tf.saved_model.load(exact).signatures["serving_default"](text=texts)["probabilities"].numpy()
     got = tf.saved_model.load(fast).signatures["serving_default"](text=texts)["probabilities"].numpy()

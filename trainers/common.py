@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import tempfile
 import time
 
 from absl import logging
@@ -105,9 +106,11 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
     """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir.
 
     precision: "float32" (exact: matches the Keras model to 1e-5) or "bfloat16": weights stored in bf16 (half the
-      export's size and memory traffic), matmuls in bf16, softmax, LayerNorm and GELU in float32, float32 outputs;
-      within 5 % of each output's scale of float32 (tests/test_export.py); faster batches on bf16 CPUs (AMX,
-      AVX512-BF16) and TPUs, see benchmarks/RESULTS.md.
+      export's size and memory traffic), matmuls in bf16, softmax and LayerNorm in float32 (GELU in float32 where
+      oneDNN fuses it into the matmul, in bf16 otherwise), float32 outputs; within 5 % of each output's scale of
+      float32 (tests/test_export.py); faster batches on CPUs with bf16 units, see benchmarks/RESULTS.md.
+    The exported zoo_config.json records both settings under "export"; `zoo.model_dir.restore` reads a bf16
+    export back into float32 models.
     jit_compile: the network runs as XLA computations (one per batch size and 8-token length bucket, compiled on
       first use): lower small-batch latency on CPUs; TF Serving needs --xla_cpu_compilation_enabled=true for it.
     """
@@ -120,7 +123,8 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
     config = md.read_config(model_dir)
     family = zoo.family(config["family"])
     multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
-    backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple)
+    with precision_policy("float32"):  # the trained weights, whatever the caller's global policy is
+        backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple)
     with precision_policy(precision):
         if precision != "float32":
             trained = (backbone, classifier)
@@ -129,9 +133,11 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
             if classifier is not None:
                 _cast_weights_into(trained[1].head, classifier.head)
         endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier, jit_compile=jit_compile)
-        folder = md.config_dir(model_dir)
-        assets = {name: os.path.join(folder, name) for name in (md.CONFIG_FILE, config["preprocessor"]["vocabulary"])}
-        return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
+        with tempfile.TemporaryDirectory() as tmp:
+            md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile)}})
+            vocabulary = config["preprocessor"]["vocabulary"]
+            assets = {md.CONFIG_FILE: os.path.join(tmp, md.CONFIG_FILE), vocabulary: os.path.join(md.config_dir(model_dir), vocabulary)}
+            return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
 
 
 def _load_for_export(family, config, model_dir, sequence_length, pad_to_multiple_of, restore=True):
@@ -149,10 +155,20 @@ def _load_for_export(family, config, model_dir, sequence_length, pad_to_multiple
 
 
 def _cast_weights_into(source, target):
-    """Copies a built layer's weights into its twin built under another dtype policy (same architecture)."""
+    """Copies a built layer's weights into its twin built under another dtype policy (same architecture).
+
+    Weights are matched by their path below the root layer (the twin's root gets another auto-generated name);
+    dropout seed states are not weights and keep their own values.
+    """
     import keras
 
-    for src, dst in zip(source.weights, target.weights, strict=True):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise ValueError(f"cannot cast {src.path} {tuple(src.shape)} into {dst.path} {tuple(dst.shape)}: not the same architecture")
-        dst.assign(keras.ops.cast(src.value, dst.dtype))
+    def by_path(layer):
+        return {v.path.split("/", 1)[-1]: v for v in layer.weights if "seed_generator" not in v.path}
+
+    src, dst = by_path(source), by_path(target)
+    if set(src) != set(dst):
+        raise ValueError(f"not the same architecture: {sorted(set(src) ^ set(dst))[:5]} differ")
+    for path, variable in dst.items():
+        if tuple(src[path].shape) != tuple(variable.shape):
+            raise ValueError(f"cannot cast {path} {tuple(src[path].shape)} into {tuple(variable.shape)}: not the same architecture")
+        variable.assign(keras.ops.cast(src[path].value, variable.dtype))

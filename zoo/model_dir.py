@@ -65,11 +65,24 @@ def restore(path, **parts):
 
     In a model dir's checkpoint the parts sit under `model` (the pretrainer or classifier that was trained);
     in an export they sit on the root object. Other objects in the checkpoint (heads, optimizer slots) are
-    ignored, but every variable of every part must be found.
+    ignored, but every variable of every part must be found. An export's weights stored in another dtype (a
+    `trainers.export --precision=bfloat16` export) are read as stored and cast into the parts' variables.
     """
+    casts = []
     if is_export(path):
         ckpt, prefix = os.path.join(path, "variables", "variables"), ""
-        status = tf.train.Checkpoint(**{name: raw_weights(part) for name, part in parts.items()}).read(ckpt)
+        stored = tf.train.load_checkpoint(ckpt).get_variable_to_dtype_map()
+        targets = {}
+        for name, part in parts.items():
+            targets[name] = []
+            for i, variable in enumerate(raw_weights(part)):
+                dtype = stored.get(f"{name}/{i}/.ATTRIBUTES/VARIABLE_VALUE", variable.dtype)
+                if dtype != variable.dtype:
+                    shadow = tf.Variable(tf.zeros(variable.shape, dtype), trainable=False)
+                    casts.append((shadow, variable))
+                    variable = shadow
+                targets[name].append(variable)
+        status = tf.train.Checkpoint(**targets).read(ckpt)
     else:
         ckpt, prefix = tf.train.latest_checkpoint(path), "model/"
         if ckpt is None:
@@ -86,6 +99,8 @@ def restore(path, **parts):
         wanted = len([v for v in part.variables if "seed_generator" not in v.path])
         if found < wanted:
             raise ModelDirError(f"{ckpt} holds {found} of the {wanted} weights of {name!r}; it was written by another architecture or version.")
+    for shadow, variable in casts:
+        variable.assign(tf.cast(shadow, variable.dtype))
     return parts
 
 

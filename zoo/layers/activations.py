@@ -35,7 +35,15 @@ def gelu_for_inference(x):
     """The same exact GELU as `tf.nn.gelu(approximate=False)`, for forward passes that need no gradient.
 
     Written as TensorFlow's own op pattern right after a 2-D MatMul + BiasAdd, oneDNN's graph rewriter fuses all
-    three into one kernel (the GELU is computed in float32 inside it): about 0.4x the time of the separate
-    elementwise passes at [8192, 1536] on a CPU. Args/returns as `gelu`.
+    three into one kernel (GELU computed in float32 inside it): at [8192, 384] x [384, 1536] in bf16 the fused
+    matmul + bias + GELU took 0.58x the time of matmul + bias + `gelu` (one ad hoc measurement). Where no such
+    fusion happens (XLA, TF_ENABLE_ONEDNN_OPTS=0, accelerators) its ops run in x's dtype, bf16 included, unlike
+    `gelu`.
+
+    Args:
+      x: float tensor of any shape.
+
+    Returns:
+      x * Phi(x), same shape and dtype.
     """
     return tf.nn.gelu(x, approximate=False)
