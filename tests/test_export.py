@@ -117,16 +117,23 @@ def test_failed_export_leaves_nothing(model_dir, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
+def _finetuned_model_dir(model_dir, ft_dir, num_classes):
+    """A classifier model dir (as trainers.finetune writes it) on top of `model_dir`'s backbone; returns the model."""
+    from zoo.text.wordpiece import load_vocabulary
+
+    classifier = BertClassifier.from_model_dir(model_dir, num_classes=num_classes)
+    config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
+    write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")),
+                    sequence_length=32, classifier={"num_classes": num_classes, "dropout": 0.1})
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
+    return classifier
+
+
 def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
     from trainers.common import export_model_dir
 
-    classifier = BertClassifier.from_model_dir(model_dir, num_classes=3)
     ft_dir = str(tmp_path / "ft")
-    config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
-    from zoo.text.wordpiece import load_vocabulary
-
-    write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")), sequence_length=32, classifier={"num_classes": 3, "dropout": 0.1})
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
+    classifier = _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
     out = export_model_dir(ft_dir, str(tmp_path / "ft_export"))
     loaded = tf.saved_model.load(out)
     probs = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
@@ -266,13 +273,9 @@ def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_d
 def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
     # Both options on a fine-tuned model: the head's weights are cast too, probabilities stay close to float32.
     from trainers.common import export_model_dir
-    from zoo.text.wordpiece import load_vocabulary
 
-    classifier = BertClassifier.from_model_dir(model_dir, num_classes=2)
     ft_dir = str(tmp_path / "ft")
-    config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
-    write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")), sequence_length=32, classifier={"num_classes": 2, "dropout": 0.1})
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
+    _finetuned_model_dir(model_dir, ft_dir, num_classes=2)
     exact = export_model_dir(ft_dir, str(tmp_path / "f32"))
     fast = export_model_dir(ft_dir, str(tmp_path / "bf16_xla"), precision="bfloat16", jit_compile=True)
     assert _xla_functions(fast) and set(_stored_dtypes(fast).values()) == {tf.bfloat16}
