@@ -1,4 +1,5 @@
-"""The hand-fused pieces equal what they replace: GELU and its gradient, 16-bit dropout, fused AdamW."""
+"""The hand-fused pieces equal what they replace: GELU and its gradient, 16-bit dropout, the vocabulary softmax
+cross-entropy with hits, fused AdamW."""
 
 import keras
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from zoo import optim
-from zoo.layers import Dropout, gelu
+from zoo.layers import Dropout, gelu, softmax_cross_entropy_with_hits
 
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-7), ("bfloat16", 1.6e-2)])
@@ -47,6 +48,35 @@ def test_dropout_gradient_is_the_mask():
     grad = tape.gradient(total, x).numpy()
     assert set(np.unique(grad)) == {0.0, 2.0}
     assert ((grad > 0) == (y.numpy() != 0)).all()
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_softmax_cross_entropy_with_hits_equals_tf_and_argmax(jit_compile):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 7, 50)).astype(np.float32) * 3
+    labels = rng.integers(0, 50, size=(3, 7)).astype(np.int32)
+    logits[0, 0, labels[0, 0]] = -200.0  # the label's probability underflows: the exact log-sum-exp path
+    logits[1, 2, labels[1, 2]] = 50.0  # a sure hit
+    upstream = tf.constant(rng.uniform(0.5, 2.0, size=(3, 7)).astype(np.float32))
+
+    @tf.function(jit_compile=jit_compile)
+    def run(z):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z)
+            ours, hits = softmax_cross_entropy_with_hits(labels, z)
+            reference = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, z)
+            ours_total, reference_total = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
+        return ours, reference, hits, tape.gradient(ours_total, z), tape.gradient(reference_total, z)
+
+    ours, reference, hits, grad, reference_grad = (t.numpy() for t in run(tf.constant(logits)))
+    assert ours.shape == hits.shape == labels.shape
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=2e-6)
+    assert 150 < ours[0, 0] < 260 and ours[1, 2] < 1e-6
+    np.testing.assert_array_equal(hits, (logits.argmax(-1) == labels).astype(np.float32))
+    assert hits[1, 2] == 1.0 and hits[0, 0] == 0.0
+    np.testing.assert_allclose(grad, reference_grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="float32 logits"):
+        softmax_cross_entropy_with_hits(labels, tf.cast(logits, tf.bfloat16))
 
 
 def _train(make_optimizer, steps=6):

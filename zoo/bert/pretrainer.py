@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from zoo.bert.backbone import BertBackbone  # noqa: F401  (registers the class for deserialisation)
-from zoo.layers import MaskedLMHead
+from zoo.layers import MaskedLMHead, softmax_cross_entropy_with_hits
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
@@ -67,11 +67,9 @@ class BertPretrainer(keras.Model):
         """Returns {name: (sum, count)} float32 scalars: losses (`loss_names`) and accuracies."""
         out = self(features, training=training)
         weights = ops.cast(features["mask_weights"], "float32")  # [B, P]
-        mlm_ce = keras.losses.sparse_categorical_crossentropy(features["mask_ids"], out["mlm_logits"], from_logits=True)
-        mlm_hit = ops.cast(ops.equal(ops.cast(ops.argmax(out["mlm_logits"], -1), "int32"), ops.cast(features["mask_ids"], "int32")), "float32")
+        mlm_ce, mlm_hit = softmax_cross_entropy_with_hits(features["mask_ids"], out["mlm_logits"])  # [B, P] each
         labels = features["next_sentence_labels"]
-        nsp_ce = keras.losses.sparse_categorical_crossentropy(labels, out["nsp_logits"], from_logits=True)
-        nsp_hit = ops.cast(ops.equal(ops.cast(ops.argmax(out["nsp_logits"], -1), "int32"), ops.cast(labels, "int32")), "float32")
+        nsp_ce, nsp_hit = softmax_cross_entropy_with_hits(labels, out["nsp_logits"])  # [B] each
         count = ops.cast(ops.shape(labels)[0], "float32")
         mlm_count = ops.sum(weights)
         return {

@@ -5,6 +5,7 @@ from zoo.layers.attention import MultiHeadAttention, make_attention_mask
 from zoo.layers.dropout import Dropout
 from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.heads import ClassificationHead, MaskedLMHead, gather_positions
+from zoo.layers.losses import softmax_cross_entropy_with_hits
 from zoo.layers.transformer import TransformerBlock
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "gather_positions",
     "gelu",
     "make_attention_mask",
+    "softmax_cross_entropy_with_hits",
 ]

@@ -4,6 +4,7 @@ Shape legend: B batch, T sequence length, H hidden, V vocabulary.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -34,8 +35,11 @@ class TokenEmbedding(keras.layers.Layer):
         return ops.cast(ops.take(self.embeddings, token_ids, axis=0), self.compute_dtype)
 
     def reverse(self, x):
+        # A 2-D MatMul with transpose_b: its gradient with respect to the table comes out as [V, H] directly
+        # (x @ transpose(E) on [B, P, H] made a [H, V] gradient and then transposed it: 7.8M values at mini).
         kernel = ops.cast(self.embeddings, x.dtype)
-        return ops.matmul(x, ops.transpose(kernel))
+        logits = tf.matmul(tf.reshape(x, [-1, self.hidden_dim]), kernel, transpose_b=True)  # [N, V]
+        return ops.reshape(logits, tuple(ops.shape(x)[:-1]) + (self.vocabulary_size,))  # [..., V]
 
     def get_config(self):
         config = super().get_config()

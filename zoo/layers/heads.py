@@ -4,6 +4,7 @@ Shape legend: B batch, T sequence length, P masked positions per sequence, H hid
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from zoo.layers.activations import gelu
@@ -52,7 +53,7 @@ class MaskedLMHead(keras.layers.Layer):
         x = gather_positions(sequence, positions)  # [B, P, H]
         x = self.layer_norm(self.transform(x))
         logits = self.token_embedding.reverse(x)  # [B, P, V]
-        return ops.cast(logits, "float32") + ops.cast(self.output_bias, "float32")
+        return tf.nn.bias_add(ops.cast(logits, "float32"), ops.cast(self.output_bias, "float32"))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
