@@ -8,14 +8,16 @@ import tensorflow as tf
 
 from zoo import optim
 from zoo.layers import Dropout, gelu, softmax_cross_entropy_with_hits
+from zoo.layers.activations import gelu_for_training
 
 
+@pytest.mark.parametrize("fn", [gelu, gelu_for_training], ids=["gelu", "gelu_for_training"])
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-7), ("bfloat16", 1.6e-2)])
-def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(dtype, tol):
+def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(fn, dtype, tol):
     x = tf.cast(tf.linspace(-8.0, 8.0, 4001), dtype)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        ours, reference = gelu(x), tf.nn.gelu(x, approximate=False)
+        ours, reference = fn(x), tf.nn.gelu(x, approximate=False)
     for a, b in ((ours, reference), (tape.gradient(ours, x), tape.gradient(reference, x))):
         assert a.dtype == x.dtype
         np.testing.assert_allclose(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy(), atol=tol, rtol=tol)

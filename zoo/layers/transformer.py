@@ -6,7 +6,7 @@ Shape legend: B batch, T sequence length, H hidden, F intermediate (feed-forward
 import keras
 from keras import ops
 
-from zoo.layers.activations import gelu, gelu_for_inference
+from zoo.layers.activations import gelu_for_inference, gelu_for_training
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.dropout import Dropout
 
@@ -54,9 +54,9 @@ class TransformerBlock(keras.layers.Layer):
         self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
         self.attention_dropout = Dropout(dropout)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
-        # The activation is applied in `call`: training uses the hand-written-gradient GELU, inference the form
-        # oneDNN fuses into the matmul.
-        self._train_activation = gelu if activation == "gelu" else keras.activations.get(activation)
+        # The activation is applied in `call`: training uses the XLA-compiled GELU and gradient, inference the
+        # form oneDNN fuses into the matmul (and that any TF Serving runs).
+        self._train_activation = gelu_for_training if activation == "gelu" else keras.activations.get(activation)
         self._inference_activation = gelu_for_inference if activation == "gelu" else self._train_activation
         self.intermediate = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
         self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
