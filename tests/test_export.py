@@ -117,6 +117,20 @@ def test_failed_export_leaves_nothing(model_dir, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_xla_function_in_a_plain_export_is_an_error_and_leaves_nothing(model_dir, tmp_path):
+    # A training-only XLA island (zoo.layers.islands) reaching an inference path must not ship silently.
+    from zoo.layers.activations import gelu_for_training
+
+    leaky = tf.function(lambda x: {"y": gelu_for_training(x)}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    backbone, _ = load_pretrained(model_dir)
+    out = str(tmp_path / "never")
+    with pytest.raises(export_lib.ExportError, match="XLA"):
+        export_lib.export_saved_model(out, {"leaky": leaky}, {"backbone": backbone})
+    assert os.listdir(str(tmp_path)) == []
+    export_lib.export_saved_model(out, {"leaky": leaky}, {"backbone": backbone}, allow_xla=True)  # asked for: fine
+    assert export_lib.xla_functions(out)
+
+
 def _finetuned_model_dir(model_dir, ft_dir, num_classes):
     """A classifier model dir (as trainers.finetune writes it) on top of `model_dir`'s backbone; returns the model."""
     from zoo.text.wordpiece import load_vocabulary
@@ -142,17 +156,6 @@ def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
     assert np.abs(probs - ref).max() <= 1e-5
     pair_probs = loaded.signatures["classify_pairs"](text_a=tf.constant(PAIRS[0]), text_b=tf.constant(PAIRS[1]))["probabilities"]
     assert pair_probs.shape == (3, 3)
-
-
-def _xla_functions(export_dir):
-    """Names of the functions in a SavedModel marked for XLA compilation (jit_compile=True)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    return [fn.signature.name for meta in proto.meta_graphs for fn in meta.graph_def.library.function
-            if fn.attr["_XlaMustCompile"].b]
 
 
 def _stored_dtypes(export_dir):
@@ -244,7 +247,7 @@ def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_d
     from trainers.common import XLA_LENGTH_MULTIPLE, export_model_dir
 
     out = export_model_dir(model_dir, str(tmp_path / "xla"), jit_compile=True)
-    assert _xla_functions(out) and not _xla_functions(exported)
+    assert export_lib.xla_functions(out) and not export_lib.xla_functions(exported)
     assert export_lib.disallowed_ops(export_lib.list_ops(out)) == []
     texts = ["The movie was great!", "short", ""]
     pairs = [["Is it good?", "film " * 40], ["Yes.", "x"]]  # the second pair fills T = 32 (a clamp at a T that is
@@ -278,7 +281,7 @@ def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
     _finetuned_model_dir(model_dir, ft_dir, num_classes=2)
     exact = export_model_dir(ft_dir, str(tmp_path / "f32"))
     fast = export_model_dir(ft_dir, str(tmp_path / "bf16_xla"), precision="bfloat16", jit_compile=True)
-    assert _xla_functions(fast) and set(_stored_dtypes(fast).values()) == {tf.bfloat16}
+    assert export_lib.xla_functions(fast) and set(_stored_dtypes(fast).values()) == {tf.bfloat16}
     _assert_cast_exactly(fast, exact, "backbone")
     _assert_cast_exactly(fast, exact, "head")
     texts = tf.constant(TEXTS)

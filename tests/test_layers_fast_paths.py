@@ -40,6 +40,18 @@ def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
         Dropout(1.0)
 
 
+def test_dropout_mask_in_bfloat16_keeps_static_shape():
+    layer = Dropout(0.1, seed=5, dtype="mixed_bfloat16")  # as under the mixed_bfloat16 policy
+    x = tf.ones([64, 1, 513], tf.bfloat16)
+    y = tf.function(lambda t: layer(t, training=True))(x)
+    assert y.dtype == tf.bfloat16 and y.shape == x.shape
+    kept = y.numpy().astype(np.float32) > 0
+    assert abs(kept.mean() - 0.9) < 0.01
+    np.testing.assert_allclose(y.numpy().astype(np.float32)[kept], float(tf.cast(65536 / (65536 - 6554), tf.bfloat16)))
+    static = tf.function(lambda t: layer(t, training=True)).get_concrete_function(tf.TensorSpec([None, 1, 513], tf.bfloat16))
+    assert static.output_shapes.as_list() == [None, 1, 513]
+
+
 def test_dropout_gradient_is_the_mask():
     layer = Dropout(0.5, seed=1)
     x = tf.random.normal([8, 16, 32])
@@ -79,6 +91,35 @@ def test_softmax_cross_entropy_with_hits_equals_tf_and_argmax(jit_compile):
     np.testing.assert_allclose(grad, reference_grad, rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="float32 logits"):
         softmax_cross_entropy_with_hits(labels, tf.cast(logits, tf.bfloat16))
+
+
+def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
+    # Ties are common under mixed_bfloat16 (bf16 logits, a zero-initialised bias): only argmax's pick is a hit.
+    logits = tf.constant([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [0.0, 1.0, 5.0]])
+    _, hits = softmax_cross_entropy_with_hits(tf.constant([2, 0, 2]), logits)
+    np.testing.assert_array_equal(hits.numpy(), [0.0, 1.0, 1.0])
+    for bad in ([0, 3, 1], [0, -1, 1]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="label"):
+            softmax_cross_entropy_with_hits(tf.constant(bad), logits)
+
+
+def test_transformer_block_trains_through_the_xla_islands_and_infers_without():
+    from zoo.layers import TransformerBlock, activations, dropout
+
+    block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.1)
+    x = tf.random.normal([2, 4, 8])
+    block(x)
+    calls = []
+    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._scaled_keep_mask}
+    try:
+        activations._gelu_forward_xla = lambda *a: calls.append("gelu") or spies["gelu_forward"](*a)
+        dropout._scaled_keep_mask = lambda *a: calls.append("mask") or spies["mask"](*a)
+        block(x, training=False)
+        assert calls == []
+        y = block(x, training=True)
+    finally:
+        activations._gelu_forward_xla, dropout._scaled_keep_mask = spies["gelu_forward"], spies["mask"]
+    assert "gelu" in calls and calls.count("mask") == 3 and y.shape == x.shape  # attention probs + 2 residual branches
 
 
 def _train(make_optimizer, steps=6):

@@ -137,7 +137,8 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
             md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile)}})
             vocabulary = config["preprocessor"]["vocabulary"]
             assets = {md.CONFIG_FILE: os.path.join(tmp, md.CONFIG_FILE), vocabulary: os.path.join(md.config_dir(model_dir), vocabulary)}
-            return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default, overwrite=overwrite)
+            return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default,
+                                                 overwrite=overwrite, allow_xla=jit_compile)
 
 
 def _load_for_export(family, config, model_dir, sequence_length, pad_to_multiple_of, restore=True):

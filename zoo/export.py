@@ -36,7 +36,7 @@ class ExportError(RuntimeError):
     """The export cannot be written or would not load in TF Serving."""
 
 
-def export_saved_model(export_dir, endpoints, trackables, assets=None, default_endpoint=None, overwrite=False):
+def export_saved_model(export_dir, endpoints, trackables, assets=None, default_endpoint=None, overwrite=False, allow_xla=False):
     """Writes a SavedModel atomically and checks its ops.
 
     Args:
@@ -46,6 +46,9 @@ def export_saved_model(export_dir, endpoints, trackables, assets=None, default_e
         (e.g. {"backbone": backbone, "tokenizer": tokenizer}).
       assets: {file name: source path} copied into `export_dir/assets/` (configs, vocabularies).
       default_endpoint: the endpoint also exported as "serving_default".
+      allow_xla: whether functions marked for XLA compilation may be exported (`--jit_compile` exports; TF Serving
+        then needs XLA enabled). Without it such a function, e.g. a training-only XLA island that reached an
+        inference path, is an ExportError.
     Returns:
       export_dir.
     """
@@ -69,6 +72,9 @@ def export_saved_model(export_dir, endpoints, trackables, assets=None, default_e
         for name, src in (assets or {}).items():
             shutil.copyfile(src, os.path.join(tmp, "assets", name))
         check_serving_ops(tmp)
+        if not allow_xla and xla_functions(tmp):
+            raise ExportError(f"The export has XLA-compiled functions {xla_functions(tmp)} but was not asked for XLA "
+                              "(jit_compile): a training-only kernel reached an inference path.")
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(tmp, export_dir)
@@ -78,13 +84,18 @@ def export_saved_model(export_dir, endpoints, trackables, assets=None, default_e
     return export_dir
 
 
-def list_ops(export_dir):
-    """Every op type in the SavedModel's graphs and function library: a sorted list of names."""
+def _read_saved_model(export_dir):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
+    return proto
+
+
+def list_ops(export_dir):
+    """Every op type in the SavedModel's graphs and function library: a sorted list of names."""
+    proto = _read_saved_model(export_dir)
     ops = set()
     for meta in proto.meta_graphs:
         ops.update(node.op for node in meta.graph_def.node)
@@ -92,6 +103,12 @@ def list_ops(export_dir):
             ops.update(node.op for node in fn.node_def)
     function_names = {fn.signature.name for meta in proto.meta_graphs for fn in meta.graph_def.library.function}
     return sorted(ops - function_names)
+
+
+def xla_functions(export_dir):
+    """Names of the functions in a SavedModel marked for XLA compilation (`tf.function(jit_compile=True)`)."""
+    return [fn.signature.name for meta in _read_saved_model(export_dir).meta_graphs for fn in meta.graph_def.library.function
+            if fn.attr["_XlaMustCompile"].b]
 
 
 def disallowed_ops(ops):

@@ -1,11 +1,13 @@
 """Activations with hand-written gradients: fewer elementwise passes than autodiff of their formulas.
 
 On CPUs the non-matmul work of a Transformer step is memory-bound; autodiff of 0.5 * x * erfc(-x / sqrt(2))
-makes about eight full passes over the [B, T, F] feed-forward activations. Here the forward keeps Phi(x) and the
-backward is one expression.
+makes about eight full passes over the [B, T, F] feed-forward activations. Here the backward is one expression
+(`gelu` keeps Phi(x) from the forward; `gelu_for_training` recomputes it inside one XLA loop).
 """
 
 import tensorflow as tf
+
+from zoo.layers.islands import xla_island
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
@@ -31,17 +33,16 @@ def gelu(x):
     return tf.cast(xf * cdf, x.dtype), grad
 
 
-# XLA "islands": each compiles to one fused loop over x (erf, exp and the casts included) that runs inside an
-# otherwise non-XLA training step, next to the oneDNN matmuls. On CPUs the XLA-compiled forward + backward took
-# 0.4-0.6x the time of `gelu`'s plain ops at [2048, 3072] and [4096, 1024] in bf16 (ad hoc, one machine).
-# Whole-step XLA is no substitute: XLA's CPU bf16 dots are slower than oneDNN's.
-@tf.function(jit_compile=True, autograph=False)
+# XLA islands (zoo/layers/islands.py): each is one fused loop over x, erf, exp and the casts included. On a CPU
+# the compiled forward + backward took 0.4-0.6x the time of `gelu`'s plain ops at [2048, 3072] and [4096, 1024]
+# in bf16 (ad hoc, one machine).
+@xla_island
 def _gelu_forward_xla(x):
     xf = tf.cast(x, tf.float32)
     return tf.cast(xf * (0.5 * tf.math.erfc(-xf * _SQRT_HALF)), x.dtype)
 
 
-@tf.function(jit_compile=True, autograph=False)
+@xla_island
 def _gelu_backward_xla(x, dy):
     xf = tf.cast(x, tf.float32)
     cdf = 0.5 * tf.math.erfc(-xf * _SQRT_HALF)
@@ -51,7 +52,7 @@ def _gelu_backward_xla(x, dy):
 
 @tf.custom_gradient
 def gelu_for_training(x):
-    """`gelu` (same maths, float32 inside, same gradient) as two XLA-compiled kernels, for training steps.
+    """`gelu` (same maths, float32 inside, same gradient) as two XLA islands, for training steps.
 
     Keep it out of exported graphs: TF Serving runs XLA clusters only when started with XLA enabled (the
     Transformer block uses `gelu_for_inference` whenever training is False).

@@ -6,12 +6,14 @@ Keras' dropout draws one float per element with Philox (about 1/6 of a BERT-base
 the attention-probability masks [B, N, T, T] the largest). Here one 32-bit Philox draw serves two elements: an
 element is kept when its 16 bits are >= round(rate * 65536), i.e. with probability 1 - rate to within 2^-17,
 and kept values are scaled by the exact inverse of that probability, so the expectation is unchanged.
-The mask (draw, split, compare, scale) is one XLA-compiled loop inside the otherwise non-XLA step: 0.6x the
+The mask (draw, split, compare, scale) is one XLA island (zoo/layers/islands.py) in the non-XLA step: 0.6x the
 time of the same TensorFlow ops at [32, 4, 128, 128] and [16, 12, 128, 128] (ad hoc, on a 2-core CPU).
 """
 
 import keras
 import tensorflow as tf
+
+from zoo.layers.islands import xla_island
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -44,7 +46,8 @@ class Dropout(keras.layers.Layer):
             return x
         # Stateless ops take an int32 seed pair; Keras' state may be int64 (as Keras' TF backend folds it).
         seed = tf.cast(tf.math.floormod(tf.cast(self.seed_generator.next(), tf.int64), 2**31 - 1), tf.int32)
-        return x * _scaled_keep_mask(tf.shape(x), seed, self.threshold, x.dtype)
+        mask = tf.ensure_shape(_scaled_keep_mask(tf.shape(x), seed, self.threshold, x.dtype), x.shape)  # XLA drops static dims
+        return x * mask
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -55,7 +58,7 @@ class Dropout(keras.layers.Layer):
         return config
 
 
-@tf.function(jit_compile=True, autograph=False)
+@xla_island
 def _scaled_keep_mask(shape, seed, threshold, dtype):
     """[shape] of dtype: 65536 / (65536 - threshold) where an element's 16 random bits are >= threshold, else 0.
 

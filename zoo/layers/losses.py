@@ -2,11 +2,11 @@
 
 Shape legend: N rows (masked positions, or every position of a causal LM), V classes (the vocabulary).
 
-Every family's language-model loss (BERT's masked LM, GPT's next token, ELMo's forward/backward LM) is a softmax
-over tens of thousands of classes, and at small hidden sizes the passes over the [N, V] logits cost as much as
+Every family's language-model loss is a softmax over tens of thousands of classes (BERT's masked LM uses this
+today; GPT's next-token and ELMo's forward/backward LM losses are the same function), and at small hidden sizes the passes over the [N, V] logits cost as much as
 the matmul that makes them: at BERT-mini (N = 640, V = 30,522) Keras' sparse cross-entropy plus its argmax
 (which adds four elementwise passes to work around flush-to-zero) took 40 % of the head's forward + backward
-time. Here one oneDNN softmax serves the loss, the hits and the gradient.
+time. Here one oneDNN softmax serves the loss and the gradient, and one argmax the hits.
 """
 
 import tensorflow as tf
@@ -25,16 +25,22 @@ def softmax_cross_entropy_with_hits(labels, logits):
 
     Returns:
       (cross_entropy, hits): float32 [...] each. `cross_entropy` = log-sum-exp(logits) - logits[label], exact
-      (equal to `tf.nn.sparse_softmax_cross_entropy_with_logits` to float32 rounding); `hits` is 1.0 where the
-      label's logit is the row's largest (ties count as hits) and carries no gradient. The gradient with respect
-      to the logits is (softmax - one_hot(label)) * upstream, computed from the forward pass's softmax.
+      (equal to `tf.nn.sparse_softmax_cross_entropy_with_logits` to float32 rounding); `hits` is 1.0 where
+      `argmax(logits)` is the label (the first index wins ties, as in google-research/bert's accuracy) and
+      carries no gradient. The gradient with respect to the logits is (softmax - one_hot(label)) * upstream,
+      computed from the forward pass's softmax.
     """
     logits = tf.convert_to_tensor(logits)
     if logits.dtype != tf.float32:
         raise TypeError(f"softmax_cross_entropy_with_hits wants float32 logits, got {logits.dtype.name}.")
     leading = tf.shape(labels)
+    labels = tf.cast(labels, tf.int32)
+    # CPUs raise on an out-of-range gather; GPUs would return a finite wrong loss instead.
+    with tf.control_dependencies([tf.debugging.assert_less(labels, tf.shape(logits)[-1], message="label >= number of classes"),
+                                  tf.debugging.assert_non_negative(labels, message="negative label")]):
+        labels = tf.identity(labels)
     rows_ce, rows_hit = _cross_entropy_with_hits(
-        tf.reshape(tf.cast(labels, tf.int32), [-1]), tf.reshape(logits, [-1, tf.shape(logits)[-1]])
+        tf.reshape(labels, [-1]), tf.reshape(logits, [-1, tf.shape(logits)[-1]])
     )
     return tf.reshape(rows_ce, leading), tf.reshape(rows_hit, leading)
 
@@ -52,7 +58,7 @@ def _cross_entropy_with_hits(labels, logits):
         return tf.where(tiny, lse - tf.gather_nd(logits, index), -tf.math.log(label_probs))
 
     cross_entropy = tf.cond(tf.reduce_any(tiny), exact, lambda: -tf.math.log(label_probs))
-    hits = tf.cast(label_probs >= tf.reduce_max(probs, axis=-1), tf.float32)
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
 
     def grad(d_cross_entropy, d_hits):
         del d_hits  # a count: no gradient
