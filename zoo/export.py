@@ -72,8 +72,9 @@ def export_saved_model(export_dir, endpoints, trackables, assets=None, default_e
         for name, src in (assets or {}).items():
             shutil.copyfile(src, os.path.join(tmp, "assets", name))
         check_serving_ops(tmp)
-        if not allow_xla and xla_functions(tmp):
-            raise ExportError(f"The export has XLA-compiled functions {xla_functions(tmp)} but was not asked for XLA "
+        compiled = [] if allow_xla else xla_functions(tmp)
+        if compiled:
+            raise ExportError(f"The export has XLA-compiled functions {compiled} but was not asked for XLA "
                               "(jit_compile): a training-only kernel reached an inference path.")
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)

@@ -3,10 +3,11 @@
 Shape legend: N rows (masked positions, or every position of a causal LM), V classes (the vocabulary).
 
 Every family's language-model loss is a softmax over tens of thousands of classes (BERT's masked LM uses this
-today; GPT's next-token and ELMo's forward/backward LM losses are the same function), and at small hidden sizes the passes over the [N, V] logits cost as much as
-the matmul that makes them: at BERT-mini (N = 640, V = 30,522) Keras' sparse cross-entropy plus its argmax
-(which adds four elementwise passes to work around flush-to-zero) took 40 % of the head's forward + backward
-time. Here one oneDNN softmax serves the loss and the gradient, and one argmax the hits.
+today; GPT's next-token and ELMo's forward/backward LM losses are the same function). At small hidden sizes the
+passes over the [N, V] logits cost as much as the matmul that makes them: at BERT-mini (N = 640, V = 30,522)
+Keras' sparse cross-entropy plus its argmax (which adds four elementwise passes to work around flush-to-zero)
+took about 40 % of the head's forward + backward time (ad hoc). Here one oneDNN softmax serves the loss and the
+gradient, and one argmax the hits.
 """
 
 import tensorflow as tf
