@@ -104,22 +104,57 @@ def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
 
 
 def test_transformer_block_trains_through_the_xla_islands_and_infers_without():
-    from zoo.layers import TransformerBlock, activations, dropout
+    from zoo.layers import TransformerBlock, activations, dropout, normalization, softmax
 
     block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.1)
     x = tf.random.normal([2, 4, 8])
     block(x)
     calls = []
-    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._scaled_keep_mask}
+    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._scaled_keep_mask,
+             "layer_norm": normalization._forward_xla, "softmax": softmax._forward_xla}
     try:
         activations._gelu_forward_xla = lambda *a: calls.append("gelu") or spies["gelu_forward"](*a)
         dropout._scaled_keep_mask = lambda *a: calls.append("mask") or spies["mask"](*a)
+        normalization._forward_xla = lambda *a: calls.append("layer_norm") or spies["layer_norm"](*a)
+        softmax._forward_xla = lambda *a: calls.append("softmax") or spies["softmax"](*a)
         block(x, training=False)
         assert calls == []
         y = block(x, training=True)
     finally:
         activations._gelu_forward_xla, dropout._scaled_keep_mask = spies["gelu_forward"], spies["mask"]
-    assert "gelu" in calls and calls.count("mask") == 3 and y.shape == x.shape  # attention probs + 2 residual branches
+        normalization._forward_xla, softmax._forward_xla = spies["layer_norm"], spies["softmax"]
+    # attention probs + 2 residual branches; both LayerNorms; the attention softmax
+    assert "gelu" in calls and calls.count("mask") == 3 and calls.count("layer_norm") == 2 and y.shape == x.shape
+    assert calls.count("softmax") == 1
+
+
+@pytest.mark.parametrize("policy,tol", [("float32", 2e-5), ("mixed_bfloat16", 2e-2)])
+def test_layer_normalization_islands_equal_keras_forward_and_gradients(policy, tol):
+    from zoo.layers import LayerNormalization
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        ours, reference = LayerNormalization(epsilon=1e-12), keras.layers.LayerNormalization(epsilon=1e-12)
+        x = tf.random.stateless_normal([3, 5, 16], seed=[1, 2]) * 3 + 1
+        for layer in (ours, reference):
+            layer.build(x.shape)
+            layer.gamma.assign(tf.random.stateless_normal([16], seed=[3, 4]) + 1)
+            layer.beta.assign(tf.random.stateless_normal([16], seed=[5, 6]))
+        dy = tf.random.stateless_normal([3, 5, 16], seed=[7, 8])
+        results = []
+        for layer, training in ((ours, True), (reference, False)):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+            results.append([y, *tape.gradient(loss, [x, layer.gamma, layer.beta])])
+        assert results[0][0].dtype == results[1][0].dtype
+        for got, want in zip(*results):
+            np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(want, tf.float32), rtol=tol, atol=tol)
+        # Inference is Keras' own op graph (what exports contain): bit-identical to the reference.
+        np.testing.assert_array_equal(ours(x, training=False).numpy(), reference(x).numpy())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def _train(make_optimizer, steps=6):
@@ -150,3 +185,31 @@ def test_fused_adamw_equals_keras_adamw_with_decay_exclusion_and_clipping():
         np.testing.assert_allclose(a, b, atol=2e-6)
     without_clip, _ = _train(lambda vs: optim.adamw(schedule, clipnorm=None, variables=vs))
     assert np.abs(without_clip[0] - ours[0]).max() > 1e-4  # the clip really acts (gradient norms here are ~10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
+@pytest.mark.parametrize("with_dropout", [False, True])
+def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, with_dropout):
+    from zoo.layers.softmax import attention_softmax_for_training
+
+    scores = tf.cast(tf.random.stateless_normal([2, 3, 4, 5], seed=[1, 2]) * 4, dtype)
+    bias = tf.where(tf.constant([[True] * 5, [True, True, True, False, False]])[:, None, None, :], 0.0, -1e9)
+    keep = None
+    if with_dropout:
+        keep = tf.cast(tf.random.stateless_uniform(scores.shape, seed=[3, 4]) > 0.3, dtype) / tf.cast(0.7, dtype)
+    dy = tf.cast(tf.random.stateless_normal(scores.shape, seed=[5, 6]), dtype)
+    results = []
+    for fused in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            if fused:
+                probs = attention_softmax_for_training(scores, bias, keep)
+            else:
+                probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32) + bias), dtype)
+                probs = probs if keep is None else probs * keep
+        results.append((probs, tape.gradient(probs, scores, output_gradients=dy)))
+    (probs, grad), (want_probs, want_grad) = results
+    assert probs.dtype == dtype and probs.shape == scores.shape and grad.dtype == dtype
+    np.testing.assert_allclose(tf.cast(probs, tf.float32), tf.cast(want_probs, tf.float32), rtol=tol, atol=tol)
+    np.testing.assert_allclose(tf.cast(grad, tf.float32), tf.cast(want_grad, tf.float32), rtol=4 * tol, atol=4 * tol)
+    assert float(tf.reduce_max(tf.cast(probs, tf.float32)[1, :, :, 3:])) == 0.0  # masked keys get nothing

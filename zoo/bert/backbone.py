@@ -6,7 +6,7 @@ Shape legend: B batch, T sequence length, H hidden, L layers.
 import keras
 from keras import ops
 
-from zoo.layers import Dropout, PositionEmbedding, TokenEmbedding, TransformerBlock, make_attention_mask
+from zoo.layers import Dropout, LayerNormalization, PositionEmbedding, TokenEmbedding, TransformerBlock, make_attention_mask
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
@@ -58,7 +58,7 @@ class BertBackbone(keras.Model):
         self.token_embedding = TokenEmbedding(vocabulary_size, hidden_dim, init(), name="token_embedding")
         self.position_embedding = PositionEmbedding(max_sequence_length, hidden_dim, init(), name="position_embedding")
         self.segment_embedding = keras.layers.Embedding(num_segments, hidden_dim, embeddings_initializer=init(), name="segment_embedding")
-        self.embeddings_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")
+        self.embeddings_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="embeddings_layer_norm")
         self.embeddings_dropout = Dropout(dropout)
         self.blocks = [
             TransformerBlock(
@@ -100,7 +100,7 @@ class BertBackbone(keras.Model):
         segment_ids = ops.cast(inputs["segment_ids"], "int32")
         x = self.token_embedding(token_ids)  # [B, T, H]
         x = x + self.position_embedding(x)[None] + self.segment_embedding(segment_ids)
-        x = self.embeddings_dropout(self.embeddings_norm(x), training=training)
+        x = self.embeddings_dropout(self.embeddings_norm(x, training=training), training=training)
         embedding_output = x
         mask = make_attention_mask(inputs["padding_mask"])  # [B, 1, 1, T]
         encoder_outputs = []

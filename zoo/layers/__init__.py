@@ -5,12 +5,14 @@ from zoo.layers.attention import MultiHeadAttention, make_attention_mask
 from zoo.layers.dropout import Dropout
 from zoo.layers.embeddings import PositionEmbedding, TokenEmbedding
 from zoo.layers.heads import ClassificationHead, MaskedLMHead, gather_positions
+from zoo.layers.normalization import LayerNormalization, layer_norm_for_training
 from zoo.layers.losses import softmax_cross_entropy_with_hits
 from zoo.layers.transformer import TransformerBlock
 
 __all__ = [
     "ClassificationHead",
     "Dropout",
+    "LayerNormalization",
     "MaskedLMHead",
     "MultiHeadAttention",
     "PositionEmbedding",
@@ -18,6 +20,7 @@ __all__ = [
     "TransformerBlock",
     "gather_positions",
     "gelu",
+    "layer_norm_for_training",
     "make_attention_mask",
     "softmax_cross_entropy_with_hits",
 ]

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from zoo.layers.dropout import Dropout
+from zoo.layers.softmax import attention_softmax_for_training
 
 
 def make_attention_mask(padding_mask, causal=False):
@@ -78,14 +79,17 @@ class MultiHeadAttention(keras.layers.Layer):
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
         query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)  # 3 x [B, N, T, D]
         query = query * ops.cast(1.0 / self.head_dim**0.5, query.dtype)
-        scores = ops.cast(ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))), "float32")  # [B, N, T, T]
-        # Softmax in float32: bf16 has too few mantissa bits for long rows of exponentials.
-        if attention_mask is not None:
-            # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
-            # scores, no select in the forward or backward pass.
-            scores = scores + ops.where(attention_mask, 0.0, -1e9)
-        probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
-        probs = self.dropout_layer(probs, training=training)
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, N, T, T]
+        # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
+        # scores, no select in the forward or backward pass.
+        bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
+        if training:
+            # Softmax, cast and dropout as XLA islands; the plain ops below are what inference and exports run.
+            keep_mask = self.dropout_layer.scaled_keep_mask(scores, training=True)
+            probs = attention_softmax_for_training(scores, bias, keep_mask, dtype=value.dtype)
+        else:
+            # Softmax in float32: bf16 has too few mantissa bits for long rows of exponentials.
+            probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
         context = ops.matmul(probs, value)  # [B, N, T, D]
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
         return ops.reshape(self.output_dense(context), (batch, length, self.hidden_dim))  # [B, T, H]

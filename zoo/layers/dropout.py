@@ -42,12 +42,19 @@ class Dropout(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=False):
+        mask = self.scaled_keep_mask(x, training)
+        return x if mask is None else x * mask
+
+    def scaled_keep_mask(self, x, training=False):
+        """The mask `call` multiplies x by (x's shape and dtype: 0 or 1 / keep probability), or None for identity.
+
+        For callers that fuse the multiply into a kernel of their own (the attention softmax).
+        """
         if not training or self.threshold == 0:
-            return x
+            return None
         # Stateless ops take an int32 seed pair; Keras' state may be int64 (as Keras' TF backend folds it).
         seed = tf.cast(tf.math.floormod(tf.cast(self.seed_generator.next(), tf.int64), 2**31 - 1), tf.int32)
-        mask = tf.ensure_shape(_scaled_keep_mask(tf.shape(x), seed, self.threshold, x.dtype), x.shape)  # XLA drops static dims
-        return x * mask
+        return tf.ensure_shape(_scaled_keep_mask(tf.shape(x), seed, self.threshold, x.dtype), x.shape)  # XLA drops static dims
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -9,6 +9,7 @@ from keras import ops
 
 from zoo.layers.activations import gelu
 from zoo.layers.dropout import Dropout
+from zoo.layers.normalization import LayerNormalization
 
 
 def gather_positions(sequence, positions):
@@ -41,7 +42,7 @@ class MaskedLMHead(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.transform = keras.layers.Dense(hidden_dim, activation=gelu, kernel_initializer=self.kernel_initializer, name="transform")
-        self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="transform_layer_norm")
+        self.layer_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="transform_layer_norm")
 
     def build(self, sequence_shape, positions_shape=None):
         self.transform.build((None, None, self.hidden_dim))

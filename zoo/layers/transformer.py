@@ -9,6 +9,7 @@ from keras import ops
 from zoo.layers.activations import gelu_for_inference, gelu_for_training
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.dropout import Dropout
+from zoo.layers.normalization import LayerNormalization
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -53,7 +54,7 @@ class TransformerBlock(keras.layers.Layer):
         init = self.kernel_initializer
         self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
         self.attention_dropout = Dropout(dropout)
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
+        self.attention_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
         # The activation is applied in `call`: training uses the XLA-compiled GELU and gradient, inference the
         # form oneDNN fuses into the matmul (and that any TF Serving runs).
         self._train_activation = gelu_for_training if activation == "gelu" else keras.activations.get(activation)
@@ -61,7 +62,7 @@ class TransformerBlock(keras.layers.Layer):
         self.intermediate = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
         self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
         self.ffn_dropout = Dropout(dropout)
-        self.ffn_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
+        self.ffn_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
 
     def build(self, input_shape):
         self.attention.build(input_shape)
@@ -73,13 +74,13 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, training=False):
         attended = self.attention(x, attention_mask=attention_mask, training=training)
-        x = self.attention_norm(x + self.attention_dropout(attended, training=training))
+        x = self.attention_norm(x + self.attention_dropout(attended, training=training), training=training)
         # The feed-forward runs on [B*T, H] rows: a 2-D MatMul sits right next to its bias add (and GELU), which
         # oneDNN then fuses; on [B, T, H] a reshape between them blocks that.
         h = self.intermediate(ops.reshape(x, (-1, self.hidden_dim)))  # [B*T, F]
         h = self._train_activation(h) if training else self._inference_activation(h)
         h = ops.reshape(self.ffn_output(h), ops.shape(x))  # [B, T, H]
-        return self.ffn_norm(x + self.ffn_dropout(h, training=training))
+        return self.ffn_norm(x + self.ffn_dropout(h, training=training), training=training)
 
     def get_config(self):
         config = super().get_config()
