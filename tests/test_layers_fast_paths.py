@@ -213,3 +213,26 @@ def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, w
     np.testing.assert_allclose(tf.cast(probs, tf.float32), tf.cast(want_probs, tf.float32), rtol=tol, atol=tol)
     np.testing.assert_allclose(tf.cast(grad, tf.float32), tf.cast(want_grad, tf.float32), rtol=4 * tol, atol=4 * tol)
     assert float(tf.reduce_max(tf.cast(probs, tf.float32)[1, :, :, 3:])) == 0.0  # masked keys get nothing
+
+
+def test_dense_bias_gradient_is_summed_in_float32_under_mixed_precision():
+    from zoo.layers.dense import Dense
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x = tf.random.stateless_normal([2048, 8], seed=[1, 2])
+        dy = tf.random.stateless_normal([2048, 16], seed=[3, 4])
+        want = tf.reduce_sum(tf.cast(tf.cast(dy, tf.bfloat16), tf.float64), 0)  # exact sum of the bf16 gradient
+        errors = {}
+        for name, layer in (("zoo", Dense(16)), ("keras", keras.layers.Dense(16))):
+            layer.build(x.shape)
+            with tf.GradientTape() as tape:
+                y = layer(x, training=True)
+            bias_grad = tape.gradient(y, layer.bias, output_gradients=tf.cast(dy, y.dtype))
+            errors[name] = tf.abs(tf.cast(bias_grad, tf.float64) - want)
+            np.testing.assert_array_equal(layer(x, training=False).numpy(), layer(x, training=True).numpy())
+        # A float32 sum rounds once to bf16 (half an ulp: <= 2^-8 relative); TF's bf16 BiasAddGrad drifts far more.
+        assert bool(tf.reduce_all(errors["zoo"] <= tf.abs(want) * 2**-8 + 1e-6)), errors["zoo"]
+        assert float(tf.reduce_max(errors["keras"])) > 4 * float(tf.reduce_max(errors["zoo"]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -10,6 +10,7 @@ join the kernel (columns are laid out [q | k | v], each head-major like the orig
 import keras
 from keras import ops
 
+from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
 from zoo.layers.softmax import attention_softmax_for_training
 
@@ -61,8 +62,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.head_dim = hidden_dim // num_heads
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=self.kernel_initializer, name="qkv")
-        self.output_dense = keras.layers.Dense(hidden_dim, kernel_initializer=self.kernel_initializer, name="output")
+        self.qkv = Dense(3 * hidden_dim, kernel_initializer=self.kernel_initializer, name="qkv")
+        self.output_dense = Dense(hidden_dim, kernel_initializer=self.kernel_initializer, name="output")
         self.dropout_layer = Dropout(dropout)
 
     def build(self, input_shape):
@@ -73,7 +74,7 @@ class MultiHeadAttention(keras.layers.Layer):
     def call(self, x, attention_mask=None, training=False):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         # Projections on [B*T, H] rows, so each 2-D MatMul fuses with its bias add (see TransformerBlock).
-        qkv = self.qkv(ops.reshape(x, (-1, self.hidden_dim)))  # [B*T, 3H]
+        qkv = self.qkv(ops.reshape(x, (-1, self.hidden_dim)), training=training)  # [B*T, 3H]
         qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))  # [B, T, 3, N, D]
         # unstack, not qkv[i]: the gradient of an unstack is one concatenation, that of three strided slices is
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
@@ -92,7 +93,7 @@ class MultiHeadAttention(keras.layers.Layer):
             probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
         context = ops.matmul(probs, value)  # [B, N, T, D]
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
-        return ops.reshape(self.output_dense(context), (batch, length, self.hidden_dim))  # [B, T, H]
+        return ops.reshape(self.output_dense(context, training=training), (batch, length, self.hidden_dim))  # [B, T, H]
 
     def get_config(self):
         config = super().get_config()

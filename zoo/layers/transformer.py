@@ -8,6 +8,7 @@ from keras import ops
 
 from zoo.layers.activations import gelu_for_inference, gelu_for_training
 from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
 from zoo.layers.normalization import LayerNormalization
 
@@ -59,8 +60,8 @@ class TransformerBlock(keras.layers.Layer):
         # form oneDNN fuses into the matmul (and that any TF Serving runs).
         self._train_activation = gelu_for_training if activation == "gelu" else keras.activations.get(activation)
         self._inference_activation = gelu_for_inference if activation == "gelu" else self._train_activation
-        self.intermediate = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
-        self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
+        self.intermediate = Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
+        self.ffn_output = Dense(hidden_dim, kernel_initializer=init, name="ffn_output")
         self.ffn_dropout = Dropout(dropout)
         self.ffn_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="ffn_layer_norm")
 
@@ -77,9 +78,9 @@ class TransformerBlock(keras.layers.Layer):
         x = self.attention_norm(x + self.attention_dropout(attended, training=training), training=training)
         # The feed-forward runs on [B*T, H] rows: a 2-D MatMul sits right next to its bias add (and GELU), which
         # oneDNN then fuses; on [B, T, H] a reshape between them blocks that.
-        h = self.intermediate(ops.reshape(x, (-1, self.hidden_dim)))  # [B*T, F]
+        h = self.intermediate(ops.reshape(x, (-1, self.hidden_dim)), training=training)  # [B*T, F]
         h = self._train_activation(h) if training else self._inference_activation(h)
-        h = ops.reshape(self.ffn_output(h), ops.shape(x))  # [B, T, H]
+        h = ops.reshape(self.ffn_output(h, training=training), ops.shape(x))  # [B, T, H]
         return self.ffn_norm(x + self.ffn_dropout(h, training=training), training=training)
 
     def get_config(self):
