@@ -67,9 +67,15 @@ class FusedAdamW(keras.optimizers.AdamW):
       * the Adam update of each variable is TensorFlow's fused `ResourceApplyAdam` kernel (one pass over
         var, m, v and the gradient; the same formula as Keras: lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps));
       * decoupled weight decay is one multiply and a buffer-swapping assign, var <- var * (1 - lr * wd);
-      * the global gradient norm uses `tf.nn.l2_loss` (one pass per gradient, no squared temporaries).
+      * the global gradient norm uses `tf.nn.l2_loss` (one pass per gradient, no squared temporaries) and is
+        taken AFTER the cross-replica gradient sum. Keras clips each replica's gradient by that replica's own
+        norm before summing; with each loss normalised by its global count (zoo.training.loop), clipping the sum
+        is what makes a step on R replicas the step of one device on the whole global batch.
     Checkpoints are interchangeable with Keras' AdamW (same slot variables). Sparse gradients and amsgrad take
     Keras' own path.
+
+    Tried and dropped: decay + clip + Adam as one XLA loop per variable (XLA:CPU emits three loops for the three
+    outputs, no faster than this: BERT-base step 2,172 vs 2,167 ms in an in-process A/B on the AMX Xeon).
     """
 
     def update_step(self, gradient, variable, learning_rate):
@@ -108,13 +114,41 @@ class FusedAdamW(keras.optimizers.AdamW):
         tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
 
     def _clip_gradients(self, grads):
-        if not (self.global_clipnorm and self.global_clipnorm > 0):
-            return super()._clip_gradients(grads)
-        present = [g for g in grads if g is not None]
-        norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), "float32") for g in present]))
-        # As Keras: a no-op for norms below the clip, NaN for a non-finite norm (so the loop stops loudly).
-        scale = self.global_clipnorm * tf.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
-        return [g * tf.cast(scale, g.dtype) if g is not None else None for g in grads]
+        if self.global_clipnorm and self.global_clipnorm > 0 and self.clipnorm is None and self.clipvalue is None:
+            return grads  # Clipped in _backend_update_step, after the cross-replica sum.
+        return super()._clip_gradients(grads)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not (self.global_clipnorm and self.global_clipnorm > 0 and self.clipnorm is None and self.clipvalue is None):
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # Keras' own update (all-reduce, then update_step per variable under the strategy), clipped in between.
+        trainable_variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, trainable_variables)))
+        clipped = global_norm_clip([g for g, _ in grads_and_vars], self.global_clipnorm)
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._distributed_tf_update_step,
+            self._distribution_strategy,
+            [(g, v) for g, (_, v) in zip(clipped, grads_and_vars)],
+            learning_rate,
+        )
+
+
+def global_norm_clip(grads, clipnorm):
+    """grads scaled by min(1, clipnorm / global norm) (as `tf.clip_by_global_norm`); None entries stay None.
+
+    The norm is float32 via `tf.nn.l2_loss` (one pass per gradient; IndexedSlices by their values, as TF and
+    Keras do). A non-finite norm makes every gradient NaN, as in Keras, so the training loop stops loudly.
+    """
+    present = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+    norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), "float32") for g in present]))
+    scale = clipnorm * tf.minimum(1.0 / norm, 1.0 / clipnorm) + (norm - norm)
+
+    def scaled(g):
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
+        return g * tf.cast(scale, g.dtype)
+
+    return [None if g is None else scaled(g) for g in grads]
 
 
 def _handle(variable):
