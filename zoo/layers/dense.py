@@ -4,8 +4,8 @@ Shape legend: N rows (B*T), F units.
 
 Under mixed precision TensorFlow's `BiasAddGrad` sums a bf16 [N, F] gradient in bf16: at N = 2048 rows of unit
 normals its column sums were off by several units (of ~45; up to 17 at [2048, 3072] in one ad hoc measurement):
-the bias gradients of bf16 Dense layers carry large rounding errors. Here the sum is ones[1, N] @ dy[N, F]: the
-matmul kernels (oneDNN, Eigen) accumulate bf16 products in float32, so the result is exact to its one final rounding
+the bias gradients of bf16 Dense layers carry large rounding errors. Here the sum is ones[1, N] @ dy[N, F]
+(zoo/layers/reductions.py): the matmul kernels (oneDNN, Eigen) accumulate bf16 products in float32, so the result is exact to its one final rounding
 (tests/test_layers_fast_paths.py), in one read of dy. (An XLA island of cast + reduce was as exact but wrote a float32
 copy of dy first: BERT-base step 2,045 -> 2,020 ms with the matmul, an in-process A/B on the AMX Xeon.) The forward
 is Keras' (oneDNN fuses the matmul and the bias add).
@@ -14,17 +14,13 @@ is Keras' (oneDNN fuses the matmul and the bias add).
 import keras
 import tensorflow as tf
 
-
-def _column_sum(dy):
-    """dy [..., F] -> [F] in dy's dtype, accumulated in float32 by the matmul kernel."""
-    rows = tf.reshape(dy, [-1, dy.shape[-1]])
-    return tf.reshape(tf.matmul(tf.ones([1, tf.shape(rows)[0]], dy.dtype), rows), [-1])
+from zoo.layers.reductions import column_sum
 
 
 @tf.custom_gradient
 def bias_add_for_training(x, bias):
     """tf.nn.bias_add(x, bias) (x [..., F], bias [F], same dtype); the bias gradient is summed in float32."""
-    return tf.nn.bias_add(x, bias), lambda dy: (dy, _column_sum(dy))
+    return tf.nn.bias_add(x, bias), lambda dy: (dy, column_sum(dy))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
