@@ -236,3 +236,26 @@ def test_dense_bias_gradient_is_summed_in_float32_under_mixed_precision():
         assert float(tf.reduce_max(errors["keras"])) > 4 * float(tf.reduce_max(errors["zoo"]))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float32])
+@pytest.mark.parametrize("whole_step_xla", [False, True])
+def test_column_sum_accumulates_in_float32_and_picks_its_kernel(dtype, whole_step_xla):
+    from zoo.layers import islands
+    from zoo.layers.reductions import column_sum
+
+    t = tf.cast(tf.random.stateless_normal([2, 1024, 24], seed=[5, 6]), dtype)
+    want = tf.reduce_sum(tf.cast(t, tf.float64), [0, 1])
+
+    @tf.function(jit_compile=whole_step_xla)
+    def total(t):
+        with islands.whole_step_xla(whole_step_xla):
+            return column_sum(t)
+
+    got = total(t)
+    assert got.dtype == dtype and got.shape == [24]
+    bound = tf.abs(want) * 2**-8 + 1e-5 if dtype == tf.bfloat16 else tf.abs(want) * 1e-5 + 1e-4  # no bf16 drift
+    assert bool(tf.reduce_all(tf.abs(tf.cast(got, tf.float64) - want) <= bound))
+    # The ones-vector matmul only for 16-bit inputs outside a whole-step XLA compile (XLA's [1, N] dot is slow).
+    ops = {op.type for op in total.get_concrete_function(t).graph.get_operations()}
+    assert ("MatMul" in ops) == (dtype == tf.bfloat16 and not whole_step_xla), ops

@@ -7,7 +7,33 @@ toolchain (ptxas, libdevice) for a gain nobody has measured; inside an XLA-compi
 an island is inlined like any other function.
 """
 
+import contextlib
+import threading
+
 import tensorflow as tf
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def whole_step_xla(enabled=True):
+    """Marks what is traced inside as part of a whole-step XLA compile (--jit_compile, TPUs).
+
+    The training loop enters it around the forward and backward pass it compiles; kernels that are best written
+    one way for TF's own op kernels and another way for XLA (`zoo.layers.reductions.column_sum`) ask
+    `in_whole_step_xla()` while they are traced.
+    """
+    previous = getattr(_state, "whole_step_xla", False)
+    _state.whole_step_xla = previous or bool(enabled)
+    try:
+        yield
+    finally:
+        _state.whole_step_xla = previous
+
+
+def in_whole_step_xla():
+    """True while tracing inside `whole_step_xla()`."""
+    return getattr(_state, "whole_step_xla", False)
 
 
 def xla_island(fn):

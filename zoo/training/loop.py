@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from zoo.layers import islands
 from zoo.training.strategy import is_chief
 
 
@@ -140,10 +141,12 @@ def _make_train_function(model, optimizer, strategy, jit_compile):
 
     @tf.function(jit_compile=jit_compile)
     def compute_gradients(features, global_counts):
-        with tf.GradientTape() as tape:
-            terms = model.loss_terms(features, training=True)
-            loss = tf.add_n([terms[k][0] / tf.maximum(global_counts[k], 1.0) for k in model.loss_names])
-        return tape.gradient(loss, variables), {k: v[0] for k, v in terms.items()}
+        # Kernels traced here may pick their XLA formulation (zoo/layers/islands.py).
+        with islands.whole_step_xla(jit_compile):
+            with tf.GradientTape() as tape:
+                terms = model.loss_terms(features, training=True)
+                loss = tf.add_n([terms[k][0] / tf.maximum(global_counts[k], 1.0) for k in model.loss_names])
+            return tape.gradient(loss, variables), {k: v[0] for k, v in terms.items()}
 
     def replica_step(features):
         ctx = tf.distribute.get_replica_context()
