@@ -259,3 +259,15 @@ def test_column_sum_accumulates_in_float32_and_picks_its_kernel(dtype, whole_ste
     # The ones-vector matmul only for 16-bit inputs outside a whole-step XLA compile (XLA's [1, N] dot is slow).
     ops = {op.type for op in total.get_concrete_function(t).graph.get_operations()}
     assert ("MatMul" in ops) == (dtype == tf.bfloat16 and not whole_step_xla), ops
+
+
+def test_global_norm_clip_measures_indexed_slices_as_their_dense_sum():
+    dense = tf.constant([[3.0, 0.0], [0.0, 0.0]])
+    # Row 0 twice: the sparse gradient sums to [[2, 0], [0, 0]]; global norm sqrt(9 + 4), not sqrt(9 + 1 + 1) by values.
+    sparse = tf.IndexedSlices(tf.constant([[1.0, 0.0], [1.0, 0.0]]), tf.constant([0, 0]), tf.constant([2, 2]))
+    clipped_dense, clipped_sparse = optim.global_norm_clip([dense, sparse], 1.0)
+    total = np.sqrt(9.0 + 4.0)  # |[[3,0],[0,0]]|^2 + |[[2,0],[0,0]]|^2
+    np.testing.assert_allclose(clipped_dense.numpy(), dense.numpy() / total, rtol=1e-6)
+    assert isinstance(clipped_sparse, tf.IndexedSlices)
+    np.testing.assert_allclose(tf.convert_to_tensor(clipped_sparse).numpy(), [[2.0 / total, 0.0], [0.0, 0.0]], rtol=1e-6)
+    assert optim.global_norm_clip([None, dense], 10.0)[0] is None

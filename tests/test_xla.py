@@ -61,13 +61,21 @@ def test_flagfile_train_step_compiles_with_xla(shape):
     assert np.isfinite(float(loss)) and len(g) == len(variables) and all(x is not None for x in g)
 
 
-def test_loop_runs_with_jit_compile(tmp_path):
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_loop_trains_and_marks_the_whole_step_xla_compile(tmp_path, monkeypatch, jit_compile):
+    from zoo.layers import reductions
+
+    seen = []  # what column_sum (bias and LayerNorm gradients) was told while the step was traced
+    real = reductions.in_whole_step_xla
+    monkeypatch.setattr(reductions, "in_whole_step_xla", lambda: seen.append(real()) or seen[-1])
     config = BertConfig(vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
     model = pretrainer(config)
     opt = optim.adamw(1e-3, variables=model.trainable_variables)
     data = _batch(8, 32, 4, 64)
     history = loop.train(
         model, opt, lambda ctx: tf.data.Dataset.from_tensors(data).repeat(), tf.distribute.get_strategy(),
-        loop.LoopConfig(model_dir=str(tmp_path), train_steps=20, log_every=10, checkpoint_every=20, jit_compile=True, steps_per_loop=10), 8,
+        loop.LoopConfig(model_dir=str(tmp_path), train_steps=20, log_every=10, checkpoint_every=20, jit_compile=jit_compile, steps_per_loop=10), 8,
     )
     assert history[-1]["loss"] < history[0]["loss"]
+    assert seen and set(seen) == {jit_compile}, seen
+    assert not real()  # the flag is off again outside the traced step

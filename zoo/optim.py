@@ -136,10 +136,11 @@ class FusedAdamW(keras.optimizers.AdamW):
 def global_norm_clip(grads, clipnorm):
     """grads scaled by min(1, clipnorm / global norm) (as `tf.clip_by_global_norm`); None entries stay None.
 
-    The norm is float32 via `tf.nn.l2_loss` (one pass per gradient; IndexedSlices by their values, as TF and
-    Keras do). A non-finite norm makes every gradient NaN, as in Keras, so the training loop stops loudly.
+    The norm is float32 via `tf.nn.l2_loss` (one pass per gradient). IndexedSlices count as the dense gradient
+    they sum to (duplicate rows added first, as Keras' clip measures them; `tf.clip_by_global_norm` would square
+    the duplicates one by one). A non-finite norm makes every gradient NaN, as in Keras, so the loop stops loudly.
     """
-    present = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+    present = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
     norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), "float32") for g in present]))
     scale = clipnorm * tf.minimum(1.0 / norm, 1.0 / clipnorm) + (norm - norm)
 

@@ -21,7 +21,8 @@ def whole_step_xla(enabled=True):
 
     The training loop enters it around the forward and backward pass it compiles; kernels that are best written
     one way for TF's own op kernels and another way for XLA (`zoo.layers.reductions.column_sum`) ask
-    `in_whole_step_xla()` while they are traced.
+    `in_whole_step_xla()` while they are traced. Nesting only adds: `whole_step_xla(False)` inside an enabled
+    region leaves it enabled (the outer compile still inlines everything).
     """
     previous = getattr(_state, "whole_step_xla", False)
     _state.whole_step_xla = previous or bool(enabled)
