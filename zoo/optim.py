@@ -113,13 +113,17 @@ class FusedAdamW(keras.optimizers.AdamW):
 
         tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
 
+    def _clips_the_sum(self):
+        """True when the only clip is the global-norm one, which this class takes after the all-reduce."""
+        return bool(self.global_clipnorm and self.global_clipnorm > 0 and self.clipnorm is None and self.clipvalue is None)
+
     def _clip_gradients(self, grads):
-        if self.global_clipnorm and self.global_clipnorm > 0 and self.clipnorm is None and self.clipvalue is None:
+        if self._clips_the_sum():
             return grads  # Clipped in _backend_update_step, after the cross-replica sum.
         return super()._clip_gradients(grads)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not (self.global_clipnorm and self.global_clipnorm > 0 and self.clipnorm is None and self.clipvalue is None):
+        if not self._clips_the_sum():
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         # Keras' own update (all-reduce, then update_step per variable under the strategy), clipped in between.
         trainable_variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
@@ -134,7 +138,7 @@ class FusedAdamW(keras.optimizers.AdamW):
 
 
 def global_norm_clip(grads, clipnorm):
-    """grads scaled by min(1, clipnorm / global norm) (as `tf.clip_by_global_norm`); None entries stay None.
+    """grads scaled by min(1, clipnorm / global norm), the scaling of `tf.clip_by_global_norm`; None stays None.
 
     The norm is float32 via `tf.nn.l2_loss` (one pass per gradient). IndexedSlices count as the dense gradient
     they sum to (duplicate rows added first, as Keras' clip measures them; `tf.clip_by_global_norm` would square

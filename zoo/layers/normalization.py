@@ -8,8 +8,9 @@ ones-vector matmul (zoo/layers/reductions.py): on the AMX Xeon at [2048, 768] bf
 against Keras' 9.1 ms with the sums inside the island (ad hoc, /tmp script); the matmul sums then cut the backward
 from 5.7 to 3.3 ms (25 distinct inputs, out of cache) and the BERT-base step 2,193 -> 2,126 ms (in-process A/B).
 In bf16, dbeta is the float32-accumulated sum of dy rounded once; dgamma sums the bf16-rounded products
-dy * x_hat (as a mixed-precision matmul's kernel gradient sums bf16 inputs) and rounds once; float32 stays float32. Inference and every configuration other than BERT's / GPT's (last axis, scale and centre, no
-RMS scaling) run Keras' own code, so exports stay plain TF ops.
+dy * x_hat (as a mixed-precision matmul's kernel gradient sums bf16 inputs) and rounds once; float32 stays float32.
+Inference and every configuration other than BERT's / GPT's (last axis, scale and centre, no RMS scaling) run
+Keras' own code, so exports stay plain TF ops.
 """
 
 import keras
