@@ -4,11 +4,11 @@ Shape legend: N rows (B*T), F units.
 
 Under mixed precision TensorFlow's `BiasAddGrad` sums a bf16 [N, F] gradient in bf16: at N = 2048 rows of unit
 normals its column sums were off by several units (of ~45; up to 17 at [2048, 3072] in one ad hoc measurement):
-the bias gradients of bf16 Dense layers carry large rounding errors. Here the sum is ones[1, N] @ dy[N, F]
-(zoo/layers/reductions.py): the matmul kernels (oneDNN, Eigen) accumulate bf16 products in float32, so the result is exact to its one final rounding
-(tests/test_layers_fast_paths.py), in one read of dy. (An XLA island of cast + reduce was as exact but wrote a float32
-copy of dy first: BERT-base step 2,045 -> 2,020 ms with the matmul, an in-process A/B on the AMX Xeon.) The forward
-is Keras' (oneDNN fuses the matmul and the bias add).
+the bias gradients of bf16 Dense layers carry large rounding errors. Here the sum is `column_sum`
+(zoo/layers/reductions.py): ones[1, N] @ dy[N, F], which the matmul kernels accumulate in float32, so the result is
+exact to its one final rounding (tests/test_layers_fast_paths.py), in one read of dy. (An XLA island of cast +
+reduce was as exact but wrote a float32 copy of dy first: BERT-base step 2,045 -> 2,020 ms with the matmul, an
+in-process A/B on the AMX Xeon.) The forward is Keras' (oneDNN fuses the matmul and the bias add).
 """
 
 import keras
