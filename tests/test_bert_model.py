@@ -158,3 +158,20 @@ def test_mean_pooling_classifier_ignores_padding(tiny_config):
     assert BertClassifier.from_config(model.get_config()).pooling == "mean"
     with pytest.raises(ValueError, match="pooling"):
         BertClassifier(backbone, 2, pooling="max")
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_classifier_fit_traces_under_the_whole_step_xla_flag(tiny_config, monkeypatch, jit_compile):
+    from zoo.layers import reductions
+
+    seen = []  # what column_sum (bias and LayerNorm gradients) was told while fit's train step was traced
+    real = reductions.in_whole_step_xla
+    monkeypatch.setattr(reductions, "in_whole_step_xla", lambda: seen.append(real()) or seen[-1])
+    f = _features()
+    features = {k: f[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    model = BertClassifier(BertBackbone(**tiny_config.to_dict()), num_classes=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+    history = model.fit(features, np.array([0, 1, 0]), epochs=3, batch_size=3, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert seen and set(seen) == {jit_compile}, seen
+    assert not real()

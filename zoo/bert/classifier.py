@@ -9,10 +9,11 @@ import tensorflow as tf
 from zoo import optim
 from zoo.bert.preprocessor import BertPreprocessor
 from zoo.layers import ClassificationHead
+from zoo.layers.islands import WholeStepXlaTrainStep
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
-class BertClassifier(keras.Model):
+class BertClassifier(WholeStepXlaTrainStep, keras.Model):
     """BERT's sentence(-pair) classifier: pooled [CLS] output -> dropout -> dense to K logits.
 
     Args:

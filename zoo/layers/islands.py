@@ -37,6 +37,18 @@ def in_whole_step_xla():
     return getattr(_state, "whole_step_xla", False)
 
 
+class WholeStepXlaTrainStep:
+    """Mixin for `keras.Model` task models: Keras' `train_step` traced under `whole_step_xla(self.jit_compile)`.
+
+    So `model.compile(jit_compile=True)` + `fit` picks the same XLA formulations as the zoo's training loop.
+    List it before `keras.Model`: `class BertClassifier(WholeStepXlaTrainStep, keras.Model)`.
+    """
+
+    def train_step(self, data):
+        with whole_step_xla(bool(getattr(self, "jit_compile", False))):
+            return super().train_step(data)
+
+
 def xla_island(fn):
     """Wraps fn(*tensors) -> tensors: XLA-compiled (one program per input shape) unless a GPU is visible.
 
