@@ -23,6 +23,53 @@ def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(fn, dtype, tol)
         np.testing.assert_allclose(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy(), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("bfloat16", 1.6e-2)])
+def test_gelu_with_bias_and_its_gradients_equal_autodiff_of_gelu_of_the_sum(dtype, tol):
+    x = tf.cast(tf.reshape(tf.linspace(-6.0, 6.0, 64 * 33), [64, 33]), dtype)
+    bias = tf.random.stateless_normal([33], seed=[4, 2])  # float32, as the layer's variable
+    dy = tf.random.stateless_normal([64, 33], seed=[1, 9])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, bias])
+        ours = gelu_for_training(x, bias)
+        reference = tf.nn.gelu(tf.cast(x, tf.float32) + bias, approximate=False)
+    assert ours.dtype == x.dtype
+    got = tape.gradient(ours, [x, bias], output_gradients=tf.cast(dy, ours.dtype))
+    want = tape.gradient(reference, [x, bias], output_gradients=dy)
+    assert got[1].dtype == tf.float32 and got[0].dtype == x.dtype
+    for a, b in ((ours, reference), (got[0], want[0])):
+        np.testing.assert_allclose(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy(), atol=tol, rtol=tol)
+    # The bias gradient sums 64 bf16-rounded rows: scale the tolerance with the sum of magnitudes.
+    scale = np.abs(tf.cast(want[0], tf.float32).numpy()).sum(axis=0)
+    assert (np.abs(got[1].numpy() - want[1].numpy()) <= tol * scale + 1e-5).all()
+
+
+def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypatch):
+    """The bias add must not sit next to the MatMul in TF's graph: grappler would fuse the two into oneDNN's
+    non-AMX inner_product kernel (zoo/layers/dense.py). Both training paths go through an island instead."""
+    from zoo.layers import TransformerBlock, activations, dense
+
+    calls = []
+    island = dense._bias_add_xla
+    monkeypatch.setattr(dense, "_bias_add_xla", lambda *a: calls.append("bias") or island(*a))
+    layer = dense.Dense(5)
+    x = tf.random.normal([3, 4])
+    layer(x)
+    layer.bias.assign(tf.range(5, dtype=tf.float32))
+    np.testing.assert_allclose(layer(x, training=True).numpy(), layer(x).numpy(), rtol=1e-6, atol=1e-6)
+    assert calls == ["bias"]
+    gelu_calls = []
+    forward = activations._gelu_forward_xla
+    monkeypatch.setattr(activations, "_gelu_forward_xla", lambda *a: gelu_calls.append(a[1].shape) or forward(*a))
+    block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.0)
+    y = tf.random.normal([2, 4, 8])
+    block(y)
+    block.intermediate.bias.assign(tf.random.normal([16]))
+    calls.clear()
+    np.testing.assert_allclose(block(y, training=True).numpy(), block(y).numpy(), rtol=1e-5, atol=1e-5)
+    # qkv, attention output and ffn_output through the bias island; the intermediate bias inside the GELU island.
+    assert calls == ["bias"] * 3 and gelu_calls == [tf.TensorShape([16])]
+
+
 def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
     layer = Dropout(0.1, seed=3)
     x = tf.ones([200, 1001])  # odd element count: the last 32-bit draw is half used

@@ -8,6 +8,7 @@ makes about eight full passes over the [B, T, F] feed-forward activations. Here 
 import tensorflow as tf
 
 from zoo.layers.islands import xla_island
+from zoo.layers.reductions import column_sum
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
@@ -51,33 +52,53 @@ def _phi(xf, dtype):
 
 
 @xla_island
-def _gelu_forward_xla(x):
-    xf = tf.cast(x, tf.float32)
+def _gelu_forward_xla(x, bias):
+    xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     return tf.cast(xf * _phi(xf, x.dtype), x.dtype)
 
 
 @xla_island
-def _gelu_backward_xla(x, dy):
-    xf = tf.cast(x, tf.float32)
+def _gelu_backward_xla(x, bias, dy):
+    xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     cdf = _phi(xf, x.dtype)
     pdf = tf.exp(-0.5 * tf.square(xf)) * _INV_SQRT_2PI
     return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), x.dtype)
 
 
-@tf.custom_gradient
-def gelu_for_training(x):
-    """`gelu` (same maths, float32 inside, same gradient) as two XLA islands, for training steps.
+def gelu_for_training(x, bias=None):
+    """`gelu(x + bias)` (same maths, float32 inside, same gradient) as two XLA islands, for training steps.
 
+    The bias of the matmul before it is added inside the islands: one pass less over [B*T, F] each way, and
+    the matmul stays a plain MatMul (see `zoo.layers.dense.bias_add_for_training` for why that matters).
     Keep it out of exported graphs: TF Serving runs XLA clusters only when started with XLA enabled (the
     Transformer block uses `gelu_for_inference` whenever training is False).
 
     Args:
-      x: float tensor of any shape.
+      x: float tensor [..., F].
+      bias: None or float [F] (any float dtype; added in float32).
 
     Returns:
-      x * Phi(x), same shape and dtype; its gradient is Phi(x) + x * phi(x), recomputed from x in one pass.
+      (x + bias) * Phi(x + bias), x's shape and dtype; the gradient Phi + (x + bias) * phi is recomputed from x
+      and bias in one pass; the bias gradient is its float32-accumulated column sum (`column_sum`), in bias's dtype.
     """
-    return _gelu_forward_xla(x), lambda dy: _gelu_backward_xla(x, dy)
+    if bias is None:
+        return _gelu_no_bias(x)
+    return _gelu_with_bias(x, bias)
+
+
+@tf.custom_gradient
+def _gelu_no_bias(x):
+    zero = tf.zeros([], x.dtype)  # a scalar: broadcasts to any x, no [F] tensor to read
+    return _gelu_forward_xla(x, zero), lambda dy: _gelu_backward_xla(x, zero, dy)
+
+
+@tf.custom_gradient
+def _gelu_with_bias(x, bias):
+    def grad(dy):
+        dx = _gelu_backward_xla(x, bias, dy)
+        return dx, tf.cast(column_sum(dx), bias.dtype)
+
+    return _gelu_forward_xla(x, bias), grad
 
 
 def gelu_for_inference(x):

@@ -4,6 +4,7 @@ Shape legend: B batch, T sequence length, H hidden, F intermediate (feed-forward
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from zoo.layers.activations import gelu_for_inference, gelu_for_training
@@ -78,8 +79,12 @@ class TransformerBlock(keras.layers.Layer):
         x = self.attention_norm(x + self.attention_dropout(attended, training=training), training=training)
         # The feed-forward runs on [B*T, H] rows: a 2-D MatMul sits right next to its bias add (and GELU), which
         # oneDNN then fuses; on [B, T, H] a reshape between them blocks that.
-        h = self.intermediate(ops.reshape(x, (-1, self.hidden_dim)), training=training)  # [B*T, F]
-        h = self._train_activation(h) if training else self._inference_activation(h)
+        rows = ops.reshape(x, (-1, self.hidden_dim))
+        if training and self._train_activation is gelu_for_training and self.intermediate.defers_bias():
+            h = gelu_for_training(self.intermediate.matmul(rows), tf.convert_to_tensor(self.intermediate.bias))  # [B*T, F]
+        else:
+            h = self.intermediate(rows, training=training)  # [B*T, F]
+            h = self._train_activation(h) if training else self._inference_activation(h)
         h = ops.reshape(self.ffn_output(h, training=training), ops.shape(x))  # [B, T, H]
         return self.ffn_norm(x + self.ffn_dropout(h, training=training), training=training)
 
