@@ -115,3 +115,14 @@ def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, tmp_path):
     for name in names:
         path = tmp_path / name
         assert path.exists() and path.stat().st_size > 1000
+
+
+def test_compare_revisions_tiny_runs_each_revision_from_its_own_checkout(tmp_path):
+    stdout, data, _ = _run("benchmarks.compare_revisions", tmp_path, "--a=HEAD", "--b=HEAD", "--rounds=1")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert data["a"] == data["b"] == head
+    assert [len(data["step_ms"][k]) for k in ("a", "b")] == [1, 1]
+    _positive(data, "ratio_b_over_a")
+    assert "round 1 A:" in stdout and "round 1 B:" in stdout and "B/A = " in stdout
+    leftovers = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "zoo_rev_" not in leftovers  # the temporary checkouts are removed

@@ -73,7 +73,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, training=False):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        # Projections on [B*T, H] rows, so each 2-D MatMul fuses with its bias add (see TransformerBlock).
+        # Projections on [B*T, H] rows, so at inference each 2-D MatMul fuses with its bias add (see TransformerBlock).
         qkv = self.qkv(ops.reshape(x, (-1, self.hidden_dim)), training=training)  # [B*T, 3H]
         qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))  # [B, T, 3, N, D]
         # unstack, not qkv[i]: the gradient of an unstack is one concatenation, that of three strided slices is

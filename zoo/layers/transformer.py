@@ -77,8 +77,9 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, attention_mask=None, training=False):
         attended = self.attention(x, attention_mask=attention_mask, training=training)
         x = self.attention_norm(x + self.attention_dropout(attended, training=training), training=training)
-        # The feed-forward runs on [B*T, H] rows: a 2-D MatMul sits right next to its bias add (and GELU), which
-        # oneDNN then fuses; on [B, T, H] a reshape between them blocks that.
+        # The feed-forward runs on [B*T, H] rows. At inference a 2-D MatMul sits right next to its bias add and
+        # GELU, which oneDNN fuses (on [B, T, H] a reshape between them blocks that). In training the bias is
+        # added inside the GELU islands, so the MatMul stays oneDNN's AMX matmul (zoo/layers/dense.py).
         rows = ops.reshape(x, (-1, self.hidden_dim))
         if training and self._train_activation is gelu_for_training and self.intermediate.defers_bias():
             h = gelu_for_training(self.intermediate.matmul(rows), tf.convert_to_tensor(self.intermediate.bias))  # [B*T, F]
