@@ -55,27 +55,29 @@ def csv_list(text, allowed=None, name="value"):
 
 
 # ---- worker processes -----------------------------------------------------------------------------------
-def worker_env(threads=0):
-    """The worker environment: this repo importable, TensorFlow quiet, no stray TF_CONFIG, optional thread cap."""
+def worker_env(threads=0, repo=REPO):
+    """The worker environment: `repo` (this checkout by default) importable, TensorFlow quiet, no stray TF_CONFIG,
+    optional thread cap."""
     env = dict(os.environ)
     if threads:
         env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")})
     env.pop("TF_CONFIG", None)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("TOKENIZERS_PARALLELISM", "true")
     return env
 
 
-def run_worker(module, spec, timeout, threads=0):
-    """Runs `python -m module --worker=<spec>` in a fresh process and returns the dict it emitted.
+def run_worker(module, spec, timeout, threads=0, repo=REPO):
+    """Runs `python -m module --worker=<spec>` in a fresh process (from the checkout `repo`) and returns the dict
+    it emitted.
 
     Raises:
       WorkerError: the process failed, timed out or printed no result line.
     """
     command = [sys.executable, "-m", module, "--worker=" + json.dumps(spec)]
     try:
-        proc = subprocess.run(command, cwd=REPO, env=worker_env(threads), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(command, cwd=repo, env=worker_env(threads, repo), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise WorkerError(f"{module} worker {spec} timed out after {timeout}s") from e
     for line in reversed(proc.stdout.splitlines()):

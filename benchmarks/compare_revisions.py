@@ -9,8 +9,6 @@ B is faster). Run it on a quiet machine; the rounds show how noisy it is.
 """
 
 import contextlib
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,18 +33,6 @@ def worktree(revision):
         _git("worktree", "remove", "--force", path)
 
 
-def run_step_worker(path, spec, timeout, threads):
-    """The zoo worker of the checkout at `path` (its own code on PYTHONPATH) -> its result dict."""
-    env = common.worker_env(threads)
-    env["PYTHONPATH"] = path
-    command = [sys.executable, "-m", pretrain_throughput.MODULE, "--worker=" + json.dumps(spec)]
-    proc = subprocess.run(command, cwd=path, env=env, capture_output=True, text=True, timeout=timeout)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(common.RESULT_PREFIX):
-            return json.loads(line[len(common.RESULT_PREFIX):])
-    raise common.WorkerError(f"worker at {path} exited with {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}")
-
-
 def main(argv=None):
     parser = common.base_parser(__doc__)
     parser.add_argument("--a", default="HEAD~1", help="The baseline revision.")
@@ -66,7 +52,7 @@ def main(argv=None):
         print(f"A = {args.a} ({commit_a[:10]}), B = {args.b} ({commit_b[:10]}); {spec['size']} {args.precision} xla={args.xla}")
         for round_ in range(args.rounds):
             for name, path in (("a", path_a), ("b", path_b)):
-                result = run_step_worker(path, spec, args.timeout, args.threads)
+                result = common.run_worker(pretrain_throughput.MODULE, spec, args.timeout, args.threads, repo=path)
                 times[name].append(result["step_ms"])
                 print(f"round {round_ + 1} {name.upper()}: {result['step_ms']:,.1f} ms/step "
                       f"({result['tokens_per_s']:,.0f} tokens/s, loss {result['loss']:.3f})", flush=True)
