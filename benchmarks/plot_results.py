@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-COLORS = {"zoo": "#1f77b4", "zoo_bf16": "#17becf", "zoo_xla": "#9467bd", "keras_hub": "#d62728", "hf": "#ff7f0e", "reference": "#2ca02c"}
+COLORS = {"zoo": "#1f77b4", "zoo_bf16": "#17becf", "zoo_bf16_frozen": "#2f4f4f", "zoo_xla": "#9467bd", "keras_hub": "#d62728", "hf": "#ff7f0e", "reference": "#2ca02c"}
 
 
 def _plt():

@@ -6,6 +6,8 @@ model dir (e.g. a converted MiniLM), whose architecture every contender then cop
   * zoo:       trainers.common.export_model_dir -> signature `serving_default` (= encode; pads to the longest text
                in the batch), loaded in a fresh process that imports only tensorflow + tensorflow_text.
   * zoo_bf16:  the same, exported with --precision=bfloat16 (bf16 weights and matmuls, float32 outputs).
+  * zoo_bf16_frozen: the same with --freeze_weights (weights as graph constants: oneDNN caches them in its blocked
+               layout, which bf16 needs to run on AMX; more serving memory, see zoo/export.py).
   * zoo_xla:   the same, exported with --jit_compile (float32; the network as XLA computations, lengths padded to a
                multiple of 8; each new shape compiles on first use, so the measurements warm up every shape first).
   * keras_hub: BertTokenizer (same vocabulary list) + BertTextClassifierPreprocessor + BertBackbone wrapped as a
@@ -16,7 +18,7 @@ Measured per contender (own process each, alternated over --repeats): latency p5
 sentence, and texts/s at batch 64 for short IMDB sentences and for ~128-token IMDB review openings.
 
 Full run (minutes; run it on a quiet machine):
-  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,zoo_xla,keras_hub,hf \
+  PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,zoo_bf16_frozen,zoo_xla,keras_hub,hf \
       --json_out=benchmarks/results/serving.json        # add --model_dir=<converted MiniLM dir> for real weights
 Smoke test (about a minute): PYTHONPATH=. python -m benchmarks.serving --tiny
 """
@@ -30,8 +32,9 @@ import tempfile
 from benchmarks import common
 
 MODULE = "benchmarks.serving"
-CONTENDERS = ("zoo", "zoo_bf16", "zoo_xla", "keras_hub", "hf")
-ZOO_EXPORTS = {"zoo": {}, "zoo_bf16": {"precision": "bfloat16"}, "zoo_xla": {"jit_compile": True}}  # trainers.export flags
+CONTENDERS = ("zoo", "zoo_bf16", "zoo_bf16_frozen", "zoo_xla", "keras_hub", "hf")
+ZOO_EXPORTS = {"zoo": {}, "zoo_bf16": {"precision": "bfloat16"}, "zoo_bf16_frozen": {"precision": "bfloat16", "freeze_weights": True},
+               "zoo_xla": {"jit_compile": True}}  # trainers.export flags
 MINILM = dict(layers=6, hidden=384, heads=12, intermediate=1536, vocab=30522)
 FULL = dict(model=MINILM, seq=128, batch=64, latency_calls=300, batch_calls=10)
 TINY = dict(model=dict(layers=1, hidden=32, heads=2, intermediate=64, vocab=30522), seq=32, batch=4, latency_calls=5,

@@ -99,7 +99,7 @@ def test_data_pipeline_tiny(data_pipeline):
 
 def test_serving_tiny(serving):
     stdout, data, _ = serving
-    assert sorted(r["contender"] for r in data["rows"]) == ["hf", "keras_hub", "zoo", "zoo_bf16", "zoo_xla"]
+    assert sorted(r["contender"] for r in data["rows"]) == ["hf", "keras_hub", "zoo", "zoo_bf16", "zoo_bf16_frozen", "zoo_xla"]
     for row in data["rows"]:
         _positive(row, "p50_ms", "p99_ms", "short_texts_per_s", "long_texts_per_s", "peak_rss_mb")
         assert row["p99_ms"] >= row["p50_ms"]

@@ -193,7 +193,7 @@ def test_bfloat16_export_stays_close_to_float32(exported, model_dir, tmp_path):
     assert set(_stored_dtypes(exported).values()) == {tf.float32}
     _assert_cast_exactly(out, exported, "backbone")
     config = json.load(open(os.path.join(out, "assets", "zoo_config.json")))
-    assert config["export"] == {"precision": "bfloat16", "jit_compile": False}
+    assert config["export"] == {"precision": "bfloat16", "jit_compile": False, "freeze_weights": False}
     texts = tf.constant(TEXTS)
     exact = tf.saved_model.load(exported).signatures["encode"](text=texts)
     fast = tf.saved_model.load(out).signatures["encode"](text=texts)
@@ -296,3 +296,77 @@ def test_export_rejects_unknown_precision(model_dir, tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         export_model_dir(model_dir, str(tmp_path / "x"), precision="mixed_bfloat16")
     assert not os.path.exists(str(tmp_path / "x"))
+
+
+FROZEN_FRESH = r"""
+import json, sys
+import numpy as np, tensorflow as tf, tensorflow_text
+loaded = tf.saved_model.load(sys.argv[1])
+texts = tf.constant(json.loads(sys.argv[2]))
+out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=texts).items()}
+out.update({k: v.numpy() for k, v in loaded.signatures["classify"](text=texts).items()})
+assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
+np.savez(sys.argv[3], **out)
+"""
+
+
+def _weight_bytes(export_dir):
+    parts = ("backbone", "head") if _stored_values(export_dir, "head") else ("backbone",)
+    return sum(np.asarray(v).nbytes for part in parts for v in _stored_values(export_dir, part))
+
+
+def _float_constant_bytes(export_dir):
+    """Bytes of the float32/bf16 constants in the SavedModel's graph and functions (where frozen weights live)."""
+    proto = export_lib._read_saved_model(export_dir)
+    total = 0
+    for meta in proto.meta_graphs:
+        nodes = list(meta.graph_def.node) + [n for f in meta.graph_def.library.function for n in f.node_def]
+        for node in nodes:
+            tensor = node.attr["value"].tensor
+            if node.op == "Const" and tensor.dtype in (tf.float32.as_datatype_enum, tf.bfloat16.as_datatype_enum):
+                total += len(tensor.tensor_content)
+    return total
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_frozen_weights_export(model_dir, tmp_path, precision):
+    # --freeze_weights: the network reads its weights as graph constants, ONE copy for all four endpoints of a
+    # fine-tuned export (each endpoint freezing its own would store them four times); the variables stay, so the
+    # export is still a model source; served in a fresh process, the outputs are the unfrozen export's.
+    from trainers.common import export_model_dir
+
+    ft_dir = str(tmp_path / "ft")
+    _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
+    plain = export_model_dir(ft_dir, str(tmp_path / "plain"), precision=precision)
+    frozen = export_model_dir(ft_dir, str(tmp_path / "frozen"), precision=precision, freeze_weights=True)
+    assert json.load(open(os.path.join(frozen, "assets", "zoo_config.json")))["export"]["freeze_weights"] is True
+    assert export_lib.disallowed_ops(export_lib.list_ops(frozen)) == [] and not export_lib.xla_functions(frozen)
+    weights = _weight_bytes(frozen)
+    assert weights == _weight_bytes(plain) > 0
+    assert weights <= _float_constant_bytes(frozen) - _float_constant_bytes(plain) < 1.5 * weights  # one copy in the graph
+    npz = str(tmp_path / "frozen.npz")
+    subprocess.run([sys.executable, "-c", FROZEN_FRESH, frozen, json.dumps(TEXTS), npz], check=True, cwd=str(tmp_path))
+    got = np.load(npz)
+    loaded = tf.saved_model.load(plain)
+    want = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(TEXTS)).items()}
+    want.update({k: v.numpy() for k, v in loaded.signatures["classify"](text=tf.constant(TEXTS)).items()})
+    assert set(got.files) == set(want)
+    # Same weights and maths; oneDNN's cached-weight kernel may sum in another order (bf16: one rounding apart).
+    tolerance = 1e-5 if precision == "float32" else 2e-2
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, atol=tolerance * max(1.0, np.abs(value).max()), err_msg=name)
+    backbone, _ = load_pretrained(frozen)  # still a model source (read back into float32 layers)
+    assert len(backbone.weights) > 0
+
+
+def test_frozen_weights_over_the_cap_stay_variables(model_dir, tmp_path, monkeypatch):
+    # Above MAX_FROZEN_BYTES (a GraphDef is capped at 2 GB) the network keeps reading variables.
+    from trainers.common import export_model_dir
+
+    monkeypatch.setattr(export_lib, "MAX_FROZEN_BYTES", 1024)
+    plain = export_model_dir(model_dir, str(tmp_path / "plain"))
+    capped = export_model_dir(model_dir, str(tmp_path / "capped"), freeze_weights=True)
+    assert _float_constant_bytes(capped) == _float_constant_bytes(plain) < 0.5 * _weight_bytes(capped)
+    texts = tf.constant(TEXTS)
+    np.testing.assert_array_equal(tf.saved_model.load(capped).signatures["encode"](text=texts)["pooled_output"],
+                                  tf.saved_model.load(plain).signatures["encode"](text=texts)["pooled_output"])

@@ -102,7 +102,8 @@ def precision_policy(precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=False, precision="float32", jit_compile=False):
+def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=False, precision="float32", jit_compile=False,
+                     freeze_weights=False):
     """Writes the raw-string SavedModel for the model in `model_dir`; returns export_dir.
 
     precision: "float32" (exact: matches the Keras model to 1e-5) or "bfloat16": weights stored in bf16 (half the
@@ -113,6 +114,9 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
     export back into float32 models.
     jit_compile: the network runs as XLA computations (one per batch size and 8-token length bucket, compiled on
       first use): lower small-batch latency on CPUs; TF Serving needs --xla_cpu_compilation_enabled=true for it.
+    freeze_weights: the network reads its weights as graph constants (`zoo.export.network_function`): the bf16
+      export's matmuls then run on AMX (batch 64 +35 % on the AMX Xeon) at the cost of more serving memory;
+      ignored with jit_compile.
     """
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"precision must be one of {EXPORT_PRECISIONS}; got {precision!r}.")
@@ -132,9 +136,12 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
             _cast_weights_into(trained[0], backbone)
             if classifier is not None:
                 _cast_weights_into(trained[1].head, classifier.head)
-        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier, jit_compile=jit_compile)
+        freeze_weights = bool(freeze_weights and not jit_compile)
+        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier, jit_compile=jit_compile,
+                                                                  freeze_weights=freeze_weights)
         with tempfile.TemporaryDirectory() as tmp:
-            md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile)}})
+            md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile),
+                                                       "freeze_weights": freeze_weights}})
             vocabulary = config["preprocessor"]["vocabulary"]
             assets = {md.CONFIG_FILE: os.path.join(tmp, md.CONFIG_FILE), vocabulary: os.path.join(md.config_dir(model_dir), vocabulary)}
             return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default,

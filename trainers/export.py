@@ -22,12 +22,17 @@ flags.DEFINE_enum("precision", "float32", list(common.EXPORT_PRECISIONS),
                   "faster batches on bf16 CPUs and TPUs; outputs within 5 % of float32's scale).")
 flags.DEFINE_bool("jit_compile", False, "Run the network as XLA computations (compiled per batch size and 8-token length "
                   "bucket on first use): lower small-batch CPU latency. TF Serving needs --xla_cpu_compilation_enabled=true.")
+flags.DEFINE_bool("freeze_weights", False, "Read the weights as graph constants, so oneDNN caches them in its blocked "
+                  "layout (with --precision=bfloat16 the matmuls then run on AMX: faster batches and single texts on recent "
+                  "Xeons) at the cost of more serving memory (about 20x the weight bytes). Ignored with --jit_compile.")
 
 
 def main(_):
     zflags.require(model_dir=FLAGS.model_dir, export_dir=FLAGS.export_dir)
+    if FLAGS.freeze_weights and FLAGS.jit_compile:
+        logging.warning("--freeze_weights is ignored with --jit_compile (XLA does not use oneDNN's weight cache).")
     path = common.export_model_dir(FLAGS.model_dir, FLAGS.export_dir, FLAGS.sequence_length, FLAGS.overwrite, FLAGS.precision,
-                                   FLAGS.jit_compile)
+                                   FLAGS.jit_compile, FLAGS.freeze_weights)
     logging.info("Try it: saved_model_cli run --dir %s --tag_set serve --signature_def serving_default --input_exprs 'text=[\"hello world\"]'", path)
 
 

@@ -86,7 +86,10 @@ class BertClassifier(WholeStepXlaTrainStep, keras.Model):
 
     def call(self, inputs, training=False):
         features = self.features(inputs)
-        outputs = self.backbone(features, training=training)
+        return self.logits(features, self.backbone(features, training=training), training=training)
+
+    def logits(self, features, outputs, training=False):
+        """[B, K] logits from the backbone's `outputs` on `features` (pooling, dropout, dense)."""
         if self.pooling == "cls":
             return self.head(outputs["pooled_output"], training=training)
         mask = keras.ops.cast(features["padding_mask"], outputs["sequence_output"].dtype)[:, :, None]  # [B, T, 1]

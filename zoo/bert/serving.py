@@ -5,14 +5,18 @@ Shape legend: B batch, T packed length (longest in the batch, at most the prepro
 
 import tensorflow as tf
 
+from zoo.export import network_function
+
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
 _TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
 _TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
 
 
-def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False):
+def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False, freeze_weights=False):
     """Returns ({name: tf.function}, default endpoint name, {name: trackable}).
 
+    freeze_weights: the network reads its weights as graph constants (`zoo.export.network_function`: oneDNN then
+      keeps them in its blocked layout, which bf16 needs to reach AMX; more serving memory), unless jit_compile.
     jit_compile: the network part (features -> outputs; not the TF Text tokenizer) becomes one XLA computation,
       compiled per input shape on first use (1-3 s at MiniLM size on a CPU); it fuses the per-op work that
       dominates small batches. Pair it with a preprocessor that pads to a multiple of a few tokens. TF Serving
@@ -24,20 +28,35 @@ def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False
       With `classifier`: classify(text) / classify_pairs(text_a, text_b) -> probabilities [B, K], logits [B, K].
     """
 
-    network = (lambda fn: tf.function(fn, jit_compile=True)) if jit_compile else (lambda fn: fn)
+    classes = ("probabilities", "logits")
 
-    @network
-    def encode_features(features):
+    def outputs(features, encoder=True, head=True):
         out = backbone(features, training=False)
-        result = {
-            "pooled_output": tf.cast(out["pooled_output"], tf.float32),
-            "sequence_output": tf.cast(out["sequence_output"], tf.float32),
-            "sequence_mask": tf.cast(features["padding_mask"], tf.int32),
-            "embedding_output": tf.cast(out["embedding_output"], tf.float32),
-        }
-        for i, layer in enumerate(out["encoder_outputs"]):
-            result[f"encoder_layer_{i}"] = tf.cast(layer, tf.float32)
+        result = {}
+        if encoder:
+            result.update(pooled_output=tf.cast(out["pooled_output"], tf.float32),
+                          sequence_output=tf.cast(out["sequence_output"], tf.float32),
+                          sequence_mask=tf.cast(features["padding_mask"], tf.int32),
+                          embedding_output=tf.cast(out["embedding_output"], tf.float32))
+            for i, layer in enumerate(out["encoder_outputs"]):
+                result[f"encoder_layer_{i}"] = tf.cast(layer, tf.float32)
+        if head and classifier is not None:
+            logits = tf.cast(classifier.logits(features, out, training=False), tf.float32)  # float32 out of a bf16 export too
+            result.update(probabilities=tf.nn.softmax(logits, axis=-1), logits=logits)
         return result
+
+    if jit_compile:  # one XLA program per endpoint kind: a program computes every output it has
+        encode_features = network_function(lambda f: outputs(f, head=False), jit_compile=True)
+        classify_features = network_function(lambda f: outputs(f, encoder=False), jit_compile=True)
+    else:  # one function for every endpoint (a frozen export holds its weights once); grappler prunes what an
+        # endpoint does not return once the call is inlined
+        shared = network_function(outputs, freeze_weights=freeze_weights)
+
+        def encode_features(features):
+            return {k: v for k, v in shared(features).items() if k not in classes}
+
+        def classify_features(features):
+            return {k: v for k, v in shared(features).items() if k in classes}
 
     @tf.function(input_signature=[_TEXT])
     def encode(text):
@@ -51,11 +70,6 @@ def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False
     trackables = {"backbone": backbone, "tokenizer": preprocessor.tokenizer}
     default = "encode"
     if classifier is not None:
-
-        @network
-        def classify_features(features):
-            logits = tf.cast(classifier(features, training=False), tf.float32)  # float32 out of a bf16 export too
-            return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
 
         @tf.function(input_signature=[_TEXT])
         def classify(text):
