@@ -1,6 +1,7 @@
 """Glue shared by the trainers: flags -> corpus documents, vocabulary, tokenizer. No flags are defined here."""
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -137,8 +138,9 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
             if classifier is not None:
                 _cast_weights_into(trained[1].head, classifier.head)
         freeze_weights = bool(freeze_weights and not jit_compile)
-        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, classifier, jit_compile=jit_compile,
-                                                                  freeze_weights=freeze_weights)
+        network_function = functools.partial(export_lib.network_function, freeze_weights=freeze_weights)
+        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, network_function, classifier,
+                                                                  jit_compile=jit_compile)
         with tempfile.TemporaryDirectory() as tmp:
             md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile),
                                                        "freeze_weights": freeze_weights}})

@@ -5,18 +5,16 @@ Shape legend: B batch, T packed length (longest in the batch, at most the prepro
 
 import tensorflow as tf
 
-from zoo.export import network_function
-
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
 _TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
 _TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
 
 
-def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False, freeze_weights=False):
+def serving_endpoints(backbone, preprocessor, network_function, classifier=None, jit_compile=False):
     """Returns ({name: tf.function}, default endpoint name, {name: trackable}).
 
-    freeze_weights: the network reads its weights as graph constants (`zoo.export.network_function`: oneDNN then
-      keeps them in its blocked layout, which bf16 needs to reach AMX; more serving memory), unless jit_compile.
+    network_function: how the export runs the network part, `network_function(fn, jit_compile=) -> callable`
+      (`zoo.export.network_function`, handed in by the caller with its other settings, e.g. frozen weights).
     jit_compile: the network part (features -> outputs; not the TF Text tokenizer) becomes one XLA computation,
       compiled per input shape on first use (1-3 s at MiniLM size on a CPU); it fuses the per-op work that
       dominates small batches. Pair it with a preprocessor that pads to a multiple of a few tokens. TF Serving
@@ -50,7 +48,7 @@ def serving_endpoints(backbone, preprocessor, classifier=None, jit_compile=False
         classify_features = network_function(lambda f: outputs(f, encoder=False), jit_compile=True)
     else:  # one function for every endpoint (a frozen export holds its weights once); grappler prunes what an
         # endpoint does not return once the call is inlined
-        shared = network_function(outputs, freeze_weights=freeze_weights)
+        shared = network_function(outputs, jit_compile=False)
 
         def encode_features(features):
             return {k: v for k, v in shared(features).items() if k not in classes}
