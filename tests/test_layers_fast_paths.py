@@ -318,3 +318,34 @@ def test_global_norm_clip_measures_indexed_slices_as_their_dense_sum():
     assert isinstance(clipped_sparse, tf.IndexedSlices)
     np.testing.assert_allclose(tf.convert_to_tensor(clipped_sparse).numpy(), [[2.0 / total, 0.0], [0.0, 0.0]], rtol=1e-6)
     assert optim.global_norm_clip([None, dense], 10.0)[0] is None
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16, tf.float32, tf.float64, tf.int32])
+@pytest.mark.parametrize("whole_step_xla", [False, True])
+def test_transpose_equals_tf_transpose_and_its_gradient_and_avoids_the_float_kernel(dtype, whole_step_xla):
+    from zoo.layers import islands
+    from zoo.layers.transpose import transpose
+
+    perm = (2, 0, 3, 1, 4)
+    x = tf.cast(tf.random.stateless_normal([2, 5, 3, 4, 6], seed=[7, 8]) * 10, dtype)
+    weights = tf.cast(tf.reshape(tf.range(3 * 2 * 4 * 5 * 6), [3, 2, 4, 5, 6]), tf.float32)
+
+    @tf.function
+    def value_and_grad(x):
+        with islands.whole_step_xla(whole_step_xla), tf.GradientTape() as tape:
+            tape.watch(x)
+            y = transpose(x, perm)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+        return y, (tape.gradient(loss, x) if dtype.is_floating else None)
+
+    y, grad = value_and_grad(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(tf.cast(y, tf.float64).numpy(), tf.cast(tf.transpose(x, perm), tf.float64).numpy())
+    if dtype.is_floating:  # d/dx sum(transpose(x) * w) = transpose(w, inverse perm), exactly (integers)
+        want = tf.cast(tf.cast(tf.transpose(weights, (1, 3, 0, 2, 4)), dtype), tf.float64)
+        np.testing.assert_array_equal(tf.cast(grad, tf.float64).numpy(), want.numpy())
+    # Float transposes run as same-width integers (TF's kernel, not oneDNN's), except inside whole-step XLA.
+    graph = value_and_grad.get_concrete_function(x).graph
+    types = {op.get_attr("T") for op in graph.get_operations() if op.type == "Transpose"}
+    floats_transposed = any(t.is_floating for t in types)
+    assert floats_transposed == (whole_step_xla and dtype.is_floating), types

@@ -8,11 +8,13 @@ join the kernel (columns are laid out [q | k | v], each head-major like the orig
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
 from zoo.layers.softmax import attention_softmax_for_training
+from zoo.layers.transpose import transpose
 
 
 def make_attention_mask(padding_mask, causal=False):
@@ -78,9 +80,10 @@ class MultiHeadAttention(keras.layers.Layer):
         qkv = ops.reshape(qkv, (batch, length, 3, self.num_heads, self.head_dim))  # [B, T, 3, N, D]
         # unstack, not qkv[i]: the gradient of an unstack is one concatenation, that of three strided slices is
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
-        query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)  # 3 x [B, N, T, D]
+        # Transposes in TF's own kernel, not oneDNN's (zoo.layers.transpose); the key's through adjoint_b.
+        query, key, value = ops.unstack(transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)  # 3 x [B, N, T, D]
         query = query * ops.cast(1.0 / self.head_dim**0.5, query.dtype)
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, N, T, T]
+        scores = tf.linalg.matmul(query, key, adjoint_b=True)  # [B, N, T, T]
         # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
         # scores, no select in the forward or backward pass.
         bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
@@ -92,7 +95,7 @@ class MultiHeadAttention(keras.layers.Layer):
             # Softmax in float32: bf16 has too few mantissa bits for long rows of exponentials.
             probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
         context = ops.matmul(probs, value)  # [B, N, T, D]
-        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
+        context = ops.reshape(transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
         return ops.reshape(self.output_dense(context, training=training), (batch, length, self.hidden_dim))  # [B, T, H]
 
     def get_config(self):
