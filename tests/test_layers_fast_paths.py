@@ -198,7 +198,7 @@ def test_layer_normalization_islands_equal_keras_forward_and_gradients(policy, t
         assert results[0][0].dtype == results[1][0].dtype
         for got, want in zip(*results):
             np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(want, tf.float32), rtol=tol, atol=tol)
-        # Inference is Keras' own op graph (what exports contain): bit-identical to the reference.
+        # Inference below FUSED_MIN_ROWS rows is Keras' own op graph: bit-identical to the reference.
         np.testing.assert_array_equal(ours(x, training=False).numpy(), reference(x).numpy())
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -349,3 +349,46 @@ def test_transpose_equals_tf_transpose_and_its_gradient_and_avoids_the_float_ker
     types = {op.get_attr("T") for op in graph.get_operations() if op.type == "Transpose"}
     floats_transposed = any(t.is_floating for t in types)
     assert floats_transposed == (whole_step_xla and dtype.is_floating), types
+
+
+_FUSED_LAYER_NORM_CHECK = """
+import sys, keras, numpy as np, tensorflow as tf
+from zoo.layers import LayerNormalization, islands
+from zoo.layers.normalization import FUSED_MIN_ROWS
+keras.mixed_precision.set_global_policy(sys.argv[1])
+ours, reference = LayerNormalization(epsilon=1e-12), keras.layers.LayerNormalization(epsilon=1e-12)
+for layer in (ours, reference):
+    layer.build([None, None, 16])
+    layer.gamma.assign(tf.random.stateless_normal([16], seed=[3, 4]) + 1)
+    layer.beta.assign(tf.random.stateless_normal([16], seed=[5, 6]))
+spec = tf.TensorSpec([None, None, 16], tf.float32)
+for xla in (False, True):
+    @tf.function(input_signature=[spec])  # dynamic shapes, as in an export
+    def infer(x):
+        with islands.whole_step_xla(xla):
+            return ours(x, training=False)
+    ops = {op.type for f in [infer.get_concrete_function()] for g in [f.graph, *[fn.graph for fn in f.graph._functions.values()]] for op in g.get_operations()}
+    assert ("FusedBatchNormV3" in ops) == (not xla), ops  # the fused form only outside whole-step XLA
+    for rows in (FUSED_MIN_ROWS - 1, FUSED_MIN_ROWS, 3 * FUSED_MIN_ROWS):  # both sides of the threshold
+        x = tf.random.stateless_normal([1, rows, 16], seed=[rows, 2]) * 3 + 1
+        got, want = infer(x), reference(x)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        tol = 2e-2 if sys.argv[1] == "mixed_bfloat16" else 2e-5
+        np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(want, tf.float32), rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_layer_normalization_inference_fused_form_equals_keras_on_both_sides_of_the_threshold(policy, onednn):
+    # A fresh process per setting: TF reads TF_ENABLE_ONEDNN_OPTS once (oneDNN's _MklLayerNorm, or TF's own op).
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, "-c", _FUSED_LAYER_NORM_CHECK, policy], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from zoo.layers.islands import whole_step_xla
 from zoo.model_dir import raw_weights
 
 # Every op tensorflow-text 2.21.1 registers, and the subset that the TF Text 2.12.1 inside older TF Serving
@@ -62,7 +63,12 @@ def network_function(fn, jit_compile=False, freeze_weights=False):
     Call it while tracing an endpoint (tf.function with an input signature).
     """
     if jit_compile:
-        return tf.function(fn, jit_compile=True)
+        def whole_program(*args):  # layers pick their XLA-friendly form (zoo.layers.islands.whole_step_xla)
+            with whole_step_xla():
+                return fn(*args)
+
+        whole_program.__name__ = fn.__name__
+        return tf.function(whole_program, jit_compile=True)
     if not freeze_weights:
         return fn
     traced = tf.function(fn, autograph=False)
