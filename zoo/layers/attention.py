@@ -82,18 +82,23 @@ class MultiHeadAttention(keras.layers.Layer):
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
         # Transposes in TF's own kernel, not oneDNN's (zoo.layers.transpose); the key's through adjoint_b.
         query, key, value = ops.unstack(transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)  # 3 x [B, N, T, D]
-        query = query * ops.cast(1.0 / self.head_dim**0.5, query.dtype)
-        scores = tf.linalg.matmul(query, key, adjoint_b=True)  # [B, N, T, T]
+        scale = ops.cast(1.0 / self.head_dim**0.5, query.dtype)
         # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
         # scores, no select in the forward or backward pass.
         bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
         if training:
+            scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)  # [B, N, T, T]
             # Softmax, cast and dropout as XLA islands; the plain ops below are what inference and exports run.
             keep_mask = self.dropout_layer.scaled_keep_mask(scores, training=True)
             probs = attention_softmax_for_training(scores, bias, keep_mask, dtype=value.dtype)
         else:
-            # Softmax in float32: bf16 has too few mantissa bits for long rows of exponentials.
-            probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
+            # Scale and mask as the product's epilogue: oneDNN fuses `BatchMatMul * scale + bias` into one kernel
+            # (_MklFusedBatchMatMulV2: no separate passes over [B, N, T, T] or [B, N, T, D]; the scale applied to
+            # the float32 accumulator, before any bf16 rounding). Adding 0 or -1e9 in bf16 is as exact as in
+            # float32 for the softmax. Softmax in float32: bf16 has too few mantissa bits for long rows of
+            # exponentials where the kernel does not compute in float32 inside (TF without oneDNN).
+            scores = tf.linalg.matmul(query, key, adjoint_b=True) * scale + ops.cast(bias, query.dtype)
+            probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
         context = ops.matmul(probs, value)  # [B, N, T, D]
         context = ops.reshape(transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
         return ops.reshape(self.output_dense(context, training=training), (batch, length, self.hidden_dim))  # [B, T, H]
