@@ -161,6 +161,18 @@ def test_pack_segments_static_shape_in_tf_data():
         packing.pack_segments([tf.ragged.constant([[1]])] * 2, 2, cls_id=2, sep_id=3)
 
 
+def test_pack_segments_empty_batches_and_empty_rows():
+    # Nothing to gather from (every row empty, or no rows at all): the packing must still hold, pad_id honoured.
+    empty_rows = tf.ragged.constant([[], []], dtype=tf.int32)
+    out = packing.pack_segments([empty_rows, empty_rows], 5, cls_id=2, sep_id=3, pad_id=9)
+    assert out["token_ids"].numpy().tolist() == [[2, 3, 3, 9, 9]] * 2
+    assert out["segment_ids"].numpy().tolist() == [[0, 0, 1, 0, 0]] * 2
+    assert out["padding_mask"].numpy().tolist() == [[1, 1, 1, 0, 0]] * 2
+    no_rows = tf.RaggedTensor.from_row_splits(tf.zeros([0], tf.int32), tf.zeros([1], tf.int64))
+    for k, v in packing.pack_segments([no_rows], 4, cls_id=2, sep_id=3).items():
+        assert v.shape == (0, 4) and v.dtype == tf.int32, k
+
+
 # ---- mask_tokens ------------------------------------------------------------------------------------------
 V, MASK, SPECIAL = 1000, 4, [0, 2, 3]
 
