@@ -400,3 +400,36 @@ def test_layer_normalization_inference_fused_form_equals_keras_on_both_sides_of_
     result = subprocess.run([sys.executable, "-c", _FUSED_LAYER_NORM_CHECK, policy], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_inference_edge_cases_float64_layer_norm_float16_masked_rows_second_order_transpose():
+    from zoo.layers import LayerNormalization, MultiHeadAttention, make_attention_mask
+    from zoo.layers.normalization import FUSED_MIN_ROWS
+    from zoo.layers.transpose import transpose
+
+    # float64 has no fused batch norm kernel: the layer keeps Keras' ops on both sides of the threshold.
+    layer = LayerNormalization(epsilon=1e-12, dtype="float64")
+    infer = tf.function(lambda x: layer(x, training=False), input_signature=[tf.TensorSpec([None, None, 8], tf.float64)])
+    for rows in (2, 2 * FUSED_MIN_ROWS):
+        x = tf.random.stateless_normal([1, rows, 8], seed=[1, rows], dtype=tf.float64)
+        np.testing.assert_allclose(infer(x).numpy(), keras.layers.LayerNormalization(epsilon=1e-12, dtype="float64")(x).numpy(),
+                                   atol=1e-12)
+    # A row whose keys are all padding (batch padding) stays finite in float16, where -1e9 would be -inf.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        attention = MultiHeadAttention(num_heads=2, hidden_dim=8)
+        mask = make_attention_mask(tf.constant([[1, 1, 0, 0], [0, 0, 0, 0]]))
+        out = attention(tf.random.stateless_normal([2, 4, 8], seed=[3, 4]), attention_mask=mask, training=False)
+        assert out.dtype == tf.float16 and bool(tf.reduce_all(tf.math.is_finite(out)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # The gradient of transpose is itself differentiable (second order through the bitcast kernel).
+    x = tf.random.stateless_normal([2, 3, 4], seed=[5, 6])
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = tf.reduce_sum(transpose(x, (2, 0, 1)) ** 3)
+        dx = inner.gradient(y, x)
+        z = tf.reduce_sum(dx)
+    np.testing.assert_allclose(outer.gradient(z, x).numpy(), (6 * x).numpy(), rtol=1e-5)

@@ -168,6 +168,8 @@ def test_pack_segments_empty_batches_and_empty_rows():
     assert out["token_ids"].numpy().tolist() == [[2, 3, 3, 9, 9]] * 2
     assert out["segment_ids"].numpy().tolist() == [[0, 0, 1, 0, 0]] * 2
     assert out["padding_mask"].numpy().tolist() == [[1, 1, 1, 0, 0]] * 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="different batch sizes"):
+        packing.pack_segments([tf.ragged.constant([[1], [2]]), tf.ragged.constant([[3]])], 5, cls_id=2, sep_id=3)
     no_rows = tf.RaggedTensor.from_row_splits(tf.zeros([0], tf.int32), tf.zeros([1], tf.int64))
     for k, v in packing.pack_segments([no_rows], 4, cls_id=2, sep_id=3).items():
         assert v.shape == (0, 4) and v.dtype == tf.int32, k

@@ -91,6 +91,9 @@ class MultiHeadAttention(keras.layers.Layer):
             # Softmax, cast and dropout as XLA islands; the plain ops below are what inference and exports run.
             keep_mask = self.dropout_layer.scaled_keep_mask(scores, training=True)
             probs = attention_softmax_for_training(scores, bias, keep_mask, dtype=value.dtype)
+        elif query.dtype == "float16":  # -1e9 overflows float16: scale first and mask in float32, as in training
+            scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)
+            probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
         else:
             # Scale and mask as the product's epilogue: oneDNN fuses `BatchMatMul * scale + bias` into one kernel
             # (_MklFusedBatchMatMulV2: no separate passes over [B, N, T, T] or [B, N, T, D]; the scale applied to

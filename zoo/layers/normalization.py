@@ -127,7 +127,8 @@ def layer_norm_for_inference(x, plain, gamma, beta, epsilon, dtype):
       (`_layer_norm_as_fused_batch_norm`). The choice is a tf.cond on the row count, so one exported graph
       serves batch 1 and batch 64 each the faster way.
     """
-    if in_whole_step_xla():
+    if in_whole_step_xla() or tf.as_dtype(dtype) not in (tf.float32, tf.bfloat16, tf.float16):  # FusedBatchNormV3's
         return plain(x)
-    return tf.cond(tf.size(x) >= FUSED_MIN_ROWS * x.shape[-1],
+    rows = tf.reduce_prod(tf.shape(x)[:-1])
+    return tf.cond(rows >= FUSED_MIN_ROWS,
                    lambda: _layer_norm_as_fused_batch_norm(tf.cast(x, dtype), gamma, beta, epsilon), lambda: plain(x))

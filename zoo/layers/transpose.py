@@ -32,6 +32,6 @@ def transpose(x, perm):
 
     @tf.custom_gradient
     def forward(x):
-        return _bit_transpose(x, perm), lambda dy: _bit_transpose(dy, inverse)
+        return _bit_transpose(x, perm), lambda dy: transpose(dy, inverse)  # itself differentiable (higher orders)
 
     return forward(x)

@@ -77,6 +77,8 @@ def pack_segments(
     length = sep_a + 1
     segment_ids = tf.zeros_like(token_ids)
     if len(segments) == 2:
+        tf.debugging.assert_equal(segments[0].nrows(), segments[1].nrows(),
+                                  message="pack_segments: the two segments have different batch sizes")
         keep_b = tf.cast(keeps[1], tf.int32)[:, tf.newaxis]
         sep_b = sep_a + 1 + keep_b
         in_b = (positions > sep_a) & (positions < sep_b)
