@@ -3,6 +3,7 @@
   pretrain_throughput.json -> pretrain_tokens_per_s.png (tokens/s of every setting, one panel per size, MFU on top)
   serving.json             -> serving_latency.png (p50 bars, p99 marks) and serving_throughput.png (texts/s)
   data_pipeline.json       -> data_pipeline.png (examples/s and real tokens/s per contender)
+  inference_kernels.json   -> inference_kernels.png (after/before time of each inference kernel form)
 
 Usage:
   PYTHONPATH=. python -m benchmarks.plot_results benchmarks/results/*.json --out_dir=benchmarks/results
@@ -98,7 +99,25 @@ def plot_data_pipeline(data, out_dir):
     return [_save(fig, out_dir, "data_pipeline.png")]
 
 
-PLOTTERS = {"pretrain_throughput": plot_pretrain, "serving": plot_serving, "data_pipeline": plot_data_pipeline}
+def plot_inference_kernels(data, out_dir):
+    """after/before time of each inference kernel form, per size, one panel per dtype (below 1: zoo's is faster)."""
+    plt = _plt()
+    dtypes = sorted({r["dtype"] for r in data["rows"]})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4), squeeze=False)
+    colors = {"transpose": "#1f77b4", "layer_norm": "#2ca02c", "attention": "#9467bd"}
+    for ax, dtype in zip(axes[0], dtypes):
+        rows = [r for r in data["rows"] if r["dtype"] == dtype]
+        labels = [f"{r['kernel']}\n{r['batch']}x{r['tokens']}" for r in rows]
+        _bars(ax, labels, [r["ratio"] for r in rows], [colors.get(r["kernel"], "gray") for r in rows], fmt="{:.2f}")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel("time after / before")
+        ax.set_title(dtype)
+        ax.tick_params(axis="x", labelsize=7)
+    return [_save(fig, out_dir, "inference_kernels.png")]
+
+
+PLOTTERS = {"pretrain_throughput": plot_pretrain, "serving": plot_serving, "data_pipeline": plot_data_pipeline,
+            "inference_kernels": plot_inference_kernels}
 
 
 def main(argv=None):

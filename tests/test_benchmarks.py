@@ -107,11 +107,27 @@ def test_serving_tiny(serving):
     assert data["dims"]["model"]["vocab"] == 30522
 
 
-def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, tmp_path):
+@pytest.fixture(scope="module")
+def inference_kernels(tmp_path_factory):
+    return _run("benchmarks.inference_kernels", tmp_path_factory.mktemp("kernels"))
+
+
+def test_inference_kernels_tiny(inference_kernels):
+    stdout, data, _ = inference_kernels
+    kernels = {(r["kernel"], r["dtype"]) for r in data["rows"]}
+    assert kernels == {(k, d) for k in ("transpose", "layer_norm", "attention") for d in ("bfloat16", "float32")}
+    for row in data["rows"]:
+        _positive(row, "before_us", "after_us", "ratio")
+        assert abs(row["ratio"] - row["after_us"] / row["before_us"]) < 1e-9
+    assert "after/before" in stdout
+
+
+def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, inference_kernels, tmp_path):
     from benchmarks import plot_results
 
-    assert plot_results.main([pretrain[2], data_pipeline[2], serving[2], f"--out_dir={tmp_path}"]) == 0
-    names = ("pretrain_tokens_per_s.png", "data_pipeline.png", "serving_latency.png", "serving_throughput.png")
+    assert plot_results.main([pretrain[2], data_pipeline[2], serving[2], inference_kernels[2], f"--out_dir={tmp_path}"]) == 0
+    names = ("pretrain_tokens_per_s.png", "data_pipeline.png", "serving_latency.png", "serving_throughput.png",
+             "inference_kernels.png")
     for name in names:
         path = tmp_path / name
         assert path.exists() and path.stat().st_size > 1000
