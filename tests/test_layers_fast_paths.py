@@ -433,3 +433,39 @@ def test_inference_edge_cases_float64_layer_norm_float16_masked_rows_second_orde
         dx = inner.gradient(y, x)
         z = tf.reduce_sum(dx)
     np.testing.assert_allclose(outer.gradient(z, x).numpy(), (6 * x).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(tf.float32, 2e-6), (tf.bfloat16, 2e-2)])
+@pytest.mark.parametrize("whole_step_xla", [False, True])
+def test_attention_for_inference_equals_float64_softmax_attention_on_both_sides_of_the_threshold(dtype, tol, whole_step_xla):
+    from zoo.layers import islands
+    from zoo.layers.attention import SMALL_ATTENTION_MAX_MACS, attention_for_inference
+
+    heads, depth = 2, 8
+    spec = tf.TensorSpec([None, heads, None, depth], dtype)
+
+    @tf.function(input_signature=[spec, spec, spec, tf.TensorSpec([None, 1, 1, None], tf.float32)])  # dynamic, as exported
+    def infer(q, k, v, bias):
+        with islands.whole_step_xla(whole_step_xla):
+            return attention_for_inference(q, k, v, bias, tf.cast(depth**-0.5, dtype))
+
+    graph_ops = {op.type for g in [infer.get_concrete_function().graph] for op in g.get_operations()}
+    assert ("StatelessIf" in graph_ops or "If" in graph_ops) == (not whole_step_xla), graph_ops
+    # Small (the Eigen form) and large (oneDNN's) requests, the second with a row whose keys are all padding.
+    for batch, length in ((1, 3), (2, 5), (8, 64)):
+        small = batch * heads * length * length * depth <= SMALL_ATTENTION_MAX_MACS
+        assert small == ((batch, length) != (8, 64))
+        q, k, v = (tf.random.stateless_normal([batch, heads, length, depth], seed=[length, i]) * 2 for i in range(3))
+        valid = np.ones([batch, length], np.float64)
+        if batch > 1:
+            valid[1, :] = 0  # all padding: a uniform average of the values, as the plain softmax gives
+            valid[0, length // 2:] = 0
+        bias = tf.constant(np.where(valid, 0.0, -1e9)[:, None, None, :], tf.float32)
+        got = infer(*(tf.cast(t, dtype) for t in (q, k, v)), bias)
+        assert got.dtype == dtype and got.shape == (batch, heads, length, depth)
+        q64, k64, v64 = (tf.cast(tf.cast(t, dtype), tf.float64).numpy() for t in (q, k, v))
+        # The mask added in float32, as every form does: -1e9 swallows an all-padding row's scores (uniform weights).
+        scores = ((q64 @ k64.transpose(0, 1, 3, 2) * depth**-0.5).astype(np.float32) + bias.numpy()).astype(np.float64)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        want = (probs / probs.sum(-1, keepdims=True)) @ v64
+        np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), want, rtol=tol, atol=tol * 4)

@@ -13,6 +13,7 @@ from keras import ops
 
 from zoo.layers.dense import Dense
 from zoo.layers.dropout import Dropout
+from zoo.layers.islands import in_whole_step_xla
 from zoo.layers.softmax import attention_softmax_for_training
 from zoo.layers.transpose import transpose
 
@@ -34,6 +35,57 @@ def make_attention_mask(padding_mask, causal=False):
     idx = ops.arange(length)
     causal_mask = idx[:, None] >= idx[None, :]  # [T, T]
     return ops.logical_and(keys, causal_mask[None, None, :, :])
+
+
+SMALL_ATTENTION_MAX_MACS = 2**18  # B*N*T*S*D; above it oneDNN's kernels win (crossover ~1x32 tokens at N12 D32)
+
+
+def _attention_onednn(query, key, value, bias, scale):
+    """The batch form: `BatchMatMul * scale + bias` is oneDNN's fused `_MklFusedBatchMatMulV2` (no separate passes
+    over [B, N, T, S] or [B, N, T, D]; the scale applied to the float32 accumulator, before any bf16 rounding).
+    Adding 0 or -1e9 in bf16 is as exact as in float32 for the softmax. Softmax in float32: bf16 has too few
+    mantissa bits for long rows of exponentials where the kernel does not compute in float32 inside (TF without
+    oneDNN)."""
+    scores = tf.linalg.matmul(query, key, adjoint_b=True) * scale + ops.cast(bias, query.dtype)
+    probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
+    return ops.matmul(probs, value)
+
+
+def _attention_eigen(query, key, value, bias, scale):
+    """The small-request form, in float32 on TF's own (Eigen) kernels: oneDNN's batch matmul and softmax cost
+    ~25-40 µs each in primitive setup even on a few kilobytes (at batch 1 x 8 tokens, 6 layers: ~0.9 of a ~4.1 ms
+    request). TF's graph rewrite sends BatchMatMulV2 and Softmax to oneDNN but leaves BatchMatMulV3 and
+    LogSoftmax to TF's own kernels (~3 µs each at that size)."""
+    f32 = tf.float32
+    scores = tf.raw_ops.BatchMatMulV3(x=tf.cast(query, f32), y=tf.cast(key, f32), adj_y=True, Tout=f32)
+    probs = tf.exp(tf.nn.log_softmax(scores * tf.cast(scale, f32) + tf.cast(bias, f32), axis=-1))
+    return tf.cast(tf.raw_ops.BatchMatMulV3(x=probs, y=tf.cast(value, f32), Tout=f32), value.dtype)
+
+
+def attention_for_inference(query, key, value, bias, scale):
+    """softmax(query key^T * scale + bias) value without dropout, each request size its faster way.
+
+    Args:
+      query: [B, N, T, D]; key, value: [B, N, S, D] (float32, bfloat16 or float16).
+      bias: float additive mask broadcastable to [B, N, T, S] (0 allowed, -1e9 masked), or the scalar 0.
+      scale: scalar of query's dtype.
+
+    Returns:
+      [B, N, T, D] of value's dtype. The softmax is computed in float32 in every form. A tf.cond picks the Eigen
+      form (`_attention_eigen`) up to SMALL_ATTENTION_MAX_MACS multiply-adds per product and oneDNN's above it,
+      so one exported graph serves batch 1 and batch 64 each the faster way; inside a whole-step XLA compile
+      (jit exports) the plain ops, which XLA fuses itself.
+    """
+    if query.dtype == "float16":  # -1e9 overflows float16: scale first and mask in float32, as in training
+        scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
+        return ops.matmul(probs, value)
+    if in_whole_step_xla():
+        return _attention_onednn(query, key, value, bias, scale)
+    macs = tf.reduce_prod(tf.shape(query, out_type=tf.int64)) * tf.shape(key, out_type=tf.int64)[2]  # no int32 overflow
+    return tf.cond(macs <= SMALL_ATTENTION_MAX_MACS,
+                   lambda: _attention_eigen(query, key, value, bias, scale),
+                   lambda: _attention_onednn(query, key, value, bias, scale))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -88,21 +140,12 @@ class MultiHeadAttention(keras.layers.Layer):
         bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
         if training:
             scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)  # [B, N, T, T]
-            # Softmax, cast and dropout as XLA islands; the plain ops below are what inference and exports run.
+            # Softmax, cast and dropout as XLA islands; inference and exports run `attention_for_inference`.
             keep_mask = self.dropout_layer.scaled_keep_mask(scores, training=True)
             probs = attention_softmax_for_training(scores, bias, keep_mask, dtype=value.dtype)
-        elif query.dtype == "float16":  # -1e9 overflows float16: scale first and mask in float32, as in training
-            scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)
-            probs = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), value.dtype)
+            context = ops.matmul(probs, value)  # [B, N, T, D]
         else:
-            # Scale and mask as the product's epilogue: oneDNN fuses `BatchMatMul * scale + bias` into one kernel
-            # (_MklFusedBatchMatMulV2: no separate passes over [B, N, T, T] or [B, N, T, D]; the scale applied to
-            # the float32 accumulator, before any bf16 rounding). Adding 0 or -1e9 in bf16 is as exact as in
-            # float32 for the softmax. Softmax in float32: bf16 has too few mantissa bits for long rows of
-            # exponentials where the kernel does not compute in float32 inside (TF without oneDNN).
-            scores = tf.linalg.matmul(query, key, adjoint_b=True) * scale + ops.cast(bias, query.dtype)
-            probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
-        context = ops.matmul(probs, value)  # [B, N, T, D]
+            context = attention_for_inference(query, key, value, bias, scale)
         context = ops.reshape(transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
         return ops.reshape(self.output_dense(context, training=training), (batch, length, self.hidden_dim))  # [B, T, H]
 
