@@ -72,7 +72,7 @@ def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypat
 
 def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
     layer = Dropout(0.1, seed=3)
-    x = tf.ones([200, 1001])  # odd element count: the last 32-bit draw is half used
+    x = tf.ones([200, 1001])
     first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
     kept = first > 0
     assert abs(kept.mean() - 0.9) < 0.003
@@ -85,6 +85,32 @@ def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
     assert [v.path.split("/")[-1] for v in layer.non_trainable_variables] == ["seed_generator_state"]  # checkpointed
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         Dropout(1.0)
+
+
+def test_dropout_hash_masks_are_uncorrelated_across_neighbours_steps_and_layers():
+    """The keyed-hash mask behaves like independent draws: keep rate, lag-1 neighbours along both axes, the next
+    step of the same layer, and layers whose seeds differ in one word (as Keras' generators advance)."""
+    from zoo.layers.dropout import keep_scale
+
+    shape, threshold = [512, 768], 32768  # rate 0.5: the largest variance, the clearest correlations
+    masks = {seed: (keep_scale(tf.constant(shape), tf.constant(seed, tf.int32), threshold, tf.float32).numpy() > 0)
+             for seed in ((7, 0), (7, 1), (8, 0), (0, 0), (1, 0), (0, 1))}
+    n = np.prod(shape)
+    bound = 5 / np.sqrt(n)  # 5 standard deviations of the correlation of independent fair coins
+
+    def corr(a, b):
+        return np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1]
+
+    for seed, m in masks.items():
+        assert abs(m.mean() - 0.5) < 5 * 0.5 / np.sqrt(n), seed
+        assert abs(corr(m[:, 1:], m[:, :-1])) < bound and abs(corr(m[1:], m[:-1])) < bound, seed
+    seeds = list(masks)
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            assert abs(corr(masks[a], masks[b])) < bound, (a, b)
+            # Not a shifted copy either: the best agreement over small shifts stays at chance.
+            flat_a, flat_b = masks[a].ravel(), masks[b].ravel()
+            assert max((flat_a[s:] == flat_b[:n - s]).mean() for s in range(64)) < 0.5 + 5 * 0.5 / np.sqrt(n - 64)
 
 
 def test_dropout_mask_in_bfloat16_keeps_static_shape():
@@ -157,21 +183,21 @@ def test_transformer_block_trains_through_the_xla_islands_and_infers_without():
     x = tf.random.normal([2, 4, 8])
     block(x)
     calls = []
-    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._scaled_keep_mask,
+    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._apply_keep_scale,
              "layer_norm": normalization._forward_xla, "softmax": softmax._forward_xla}
     try:
         activations._gelu_forward_xla = lambda *a: calls.append("gelu") or spies["gelu_forward"](*a)
-        dropout._scaled_keep_mask = lambda *a: calls.append("mask") or spies["mask"](*a)
+        dropout._apply_keep_scale = lambda *a: calls.append("mask") or spies["mask"](*a)
         normalization._forward_xla = lambda *a: calls.append("layer_norm") or spies["layer_norm"](*a)
         softmax._forward_xla = lambda *a: calls.append("softmax") or spies["softmax"](*a)
         block(x, training=False)
         assert calls == []
         y = block(x, training=True)
     finally:
-        activations._gelu_forward_xla, dropout._scaled_keep_mask = spies["gelu_forward"], spies["mask"]
+        activations._gelu_forward_xla, dropout._apply_keep_scale = spies["gelu_forward"], spies["mask"]
         normalization._forward_xla, softmax._forward_xla = spies["layer_norm"], spies["softmax"]
-    # attention probs + 2 residual branches; both LayerNorms; the attention softmax
-    assert "gelu" in calls and calls.count("mask") == 3 and calls.count("layer_norm") == 2 and y.shape == x.shape
+    # the 2 residual branches (the attention probabilities' mask is inside the softmax island); both LayerNorms
+    assert "gelu" in calls and calls.count("mask") == 2 and calls.count("layer_norm") == 2 and y.shape == x.shape
     assert calls.count("softmax") == 1
 
 
@@ -237,20 +263,22 @@ def test_fused_adamw_equals_keras_adamw_with_decay_exclusion_and_clipping():
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
 @pytest.mark.parametrize("with_dropout", [False, True])
 def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, with_dropout):
+    from zoo.layers.dropout import keep_scale
     from zoo.layers.softmax import attention_softmax_for_training
 
     scores = tf.cast(tf.random.stateless_normal([2, 3, 4, 5], seed=[1, 2]) * 4, dtype)
     bias = tf.where(tf.constant([[True] * 5, [True, True, True, False, False]])[:, None, None, :], 0.0, -1e9)
-    keep = None
+    seed, threshold = (tf.constant([3, 4]), 19661) if with_dropout else (None, 0)  # rate 0.3
+    keep = keep_scale(tf.shape(scores), seed, threshold, dtype) if with_dropout else None  # the same mask, plain ops
     if with_dropout:
-        keep = tf.cast(tf.random.stateless_uniform(scores.shape, seed=[3, 4]) > 0.3, dtype) / tf.cast(0.7, dtype)
+        assert 0 < float(tf.reduce_mean(tf.cast(keep > 0, tf.float32))) < 1
     dy = tf.cast(tf.random.stateless_normal(scores.shape, seed=[5, 6]), dtype)
     results = []
     for fused in (True, False):
         with tf.GradientTape() as tape:
             tape.watch(scores)
             if fused:
-                probs = attention_softmax_for_training(scores, bias, keep)
+                probs = attention_softmax_for_training(scores, bias, seed, threshold)
             else:
                 probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32) + bias), dtype)
                 probs = probs if keep is None else probs * keep

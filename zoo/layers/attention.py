@@ -141,8 +141,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if training:
             scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)  # [B, N, T, T]
             # Softmax, cast and dropout as XLA islands; inference and exports run `attention_for_inference`.
-            keep_mask = self.dropout_layer.scaled_keep_mask(scores, training=True)
-            probs = attention_softmax_for_training(scores, bias, keep_mask, dtype=value.dtype)
+            probs = attention_softmax_for_training(scores, bias, self.dropout_layer.next_seed(training=True),
+                                                   self.dropout_layer.threshold, dtype=value.dtype)
             context = ops.matmul(probs, value)  # [B, N, T, D]
         else:
             context = attention_for_inference(query, key, value, bias, scale)

@@ -9,18 +9,20 @@ loop (see zoo/layers/islands.py). Inference runs the plain ops (`MultiHeadAttent
 
 import tensorflow as tf
 
+from zoo.layers.dropout import check_size, keep_scale
 from zoo.layers.islands import xla_island
 
 
-def _forward(scores, bias, keep_mask):
-    """scores [B, N, T, S], bias f32 broadcastable, keep_mask like scores or a scalar 1 -> (probs, f32 softmax)."""
+def _forward(scores, bias, seed, threshold, dtype):
+    """scores [B, N, T, S], bias f32 broadcastable -> (probs of dtype, dropped out; the float32 softmax)."""
     p = tf.nn.softmax(tf.cast(scores, tf.float32) + bias, axis=-1)  # float32: bf16 rows of exponentials lose mass
-    return tf.cast(p, keep_mask.dtype) * keep_mask, p
+    probs = tf.cast(p, dtype)
+    return (probs * keep_scale(tf.shape(scores), seed, threshold, dtype) if threshold else probs), p
 
 
-def _backward(p, keep_mask, dy):
-    """The gradient with respect to the scores: p * (g - sum(g * p)), g = dy * keep_mask in float32."""
-    g = tf.cast(dy * keep_mask, tf.float32)
+def _backward(p, seed, threshold, dy):
+    """The gradient with respect to the scores: p * (g - sum(g * p)), g = dy * keep mask in float32."""
+    g = tf.cast(dy * keep_scale(tf.shape(dy), seed, threshold, dy.dtype) if threshold else dy, tf.float32)
     return tf.cast(p * (g - tf.reduce_sum(g * p, axis=-1, keepdims=True)), dy.dtype)
 
 
@@ -28,26 +30,30 @@ _forward_xla = xla_island(_forward)
 _backward_xla = xla_island(_backward)
 
 
-def attention_softmax_for_training(scores, bias, keep_mask=None, dtype=None):
-    """softmax(scores + bias) in float32, cast to `dtype`, times the dropout keep_mask; hand-written gradient.
+def attention_softmax_for_training(scores, bias, dropout_seed=None, dropout_threshold=0, dtype=None):
+    """softmax(scores + bias) in float32, cast to `dtype`, dropped out; hand-written gradient.
 
     Args:
       scores: float [B, N, T, S] (bf16 under mixed precision).
       bias: float32 additive mask broadcastable to scores (0 where attention is allowed, -1e9 elsewhere).
-      keep_mask: None or [B, N, T, S] of `dtype`: `Dropout.scaled_keep_mask` (0 or 1 / keep probability).
-      dtype: the probabilities' dtype (the values'); defaults to keep_mask's, else scores'.
+      dropout_seed: None (no dropout) or the int32 [2] seed of `Dropout.next_seed`; the mask is
+        `zoo.layers.dropout.keep_scale`, computed inside the forward island and again inside the backward one.
+      dropout_threshold: `Dropout.threshold` (round(rate * 65536)).
+      dtype: the probabilities' dtype (the values'); defaults to scores'.
 
     Returns:
-      [B, N, T, S] probabilities of `dtype`, dropped out; the gradient flows to scores only.
+      [B, N, T, S] probabilities of `dtype`; the gradient flows to scores only.
     """
-    dtype = tf.as_dtype(dtype or (keep_mask.dtype if keep_mask is not None else scores.dtype))
-    if keep_mask is None:
-        keep_mask = tf.ones([], dtype)
+    dtype = tf.as_dtype(dtype or scores.dtype)
+    threshold = int(dropout_threshold) if dropout_seed is not None else 0
+    seed = dropout_seed if threshold else tf.zeros([2], tf.int32)
+    if threshold:
+        check_size(scores)
     bias = tf.cast(bias, tf.float32)
 
     @tf.custom_gradient
     def softmax(scores):
-        probs, p = _forward_xla(scores, bias, keep_mask)
-        return probs, lambda dy: tf.cast(_backward_xla(p, keep_mask, dy), scores.dtype)
+        probs, p = _forward_xla(scores, bias, seed, threshold, dtype)
+        return probs, lambda dy: tf.cast(_backward_xla(p, seed, threshold, dy), scores.dtype)
 
     return tf.ensure_shape(softmax(scores), scores.shape)  # XLA outputs lose static dims
