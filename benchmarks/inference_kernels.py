@@ -4,8 +4,10 @@
               oneDNN is on) vs zoo.layers.transpose (TF's own kernel, via a same-width integer bitcast)
   layer_norm  Keras' LayerNormalization ops vs zoo's inference form (oneDNN's fused layer norm from
               FUSED_MIN_ROWS rows, Keras' ops below, chosen by a tf.cond)
-  attention   scores + softmax: query scaled first, mask added in float32 (before) vs scale and mask as the batch
-              matmul's epilogue (after)
+  attention   softmax(q k^T * scale + mask) v: oneDNN's kernels at every size, scale and mask as the batch matmul's
+              epilogue (before) vs zoo.layers.attention.attention_for_inference (TF's own float32 kernels up to
+              SMALL_ATTENTION_MAX_MACS, the oneDNN form above, chosen by a tf.cond)
+              (until 2026-12-03 this row compared the scale-first form with the epilogue form: see RESULTS.md)
 
 Each is a tf.function with dynamic shapes, as in an exported graph (TF's optimizer rewrites it the same way),
 applying its kernel to LAYERS separate inputs (one per Transformer layer of MiniLM: H 384, 12 heads of 32), timed
@@ -38,6 +40,7 @@ def _unstack(stacked):
 
 
 def _forms(tf, keras):
+    from zoo.layers.attention import attention_for_inference
     from zoo.layers.normalization import layer_norm_for_inference
     from zoo.layers.transpose import transpose
 
@@ -56,17 +59,14 @@ def _forms(tf, keras):
         return (layer, lambda x: layer_norm_for_inference(x, layer, layer.gamma, layer.beta, 1e-12, dtype))
 
     def attentions():
-        scale = 1.0 / head_dim**0.5
-
         def before(qkv, bias):
-            q, k, _ = tf.unstack(qkv, 3, axis=0)
-            s = tf.linalg.matmul(q * tf.cast(scale, q.dtype), k, adjoint_b=True)
-            return tf.cast(tf.nn.softmax(tf.cast(s, tf.float32) + bias, -1), q.dtype)
+            q, k, v = tf.unstack(qkv, 3, axis=0)
+            s = tf.linalg.matmul(q, k, adjoint_b=True) * tf.cast(head_dim**-0.5, q.dtype) + tf.cast(bias, q.dtype)
+            return tf.linalg.matmul(tf.cast(tf.nn.softmax(tf.cast(s, tf.float32), -1), v.dtype), v)
 
         def after(qkv, bias):
-            q, k, _ = tf.unstack(qkv, 3, axis=0)
-            s = tf.linalg.matmul(q, k, adjoint_b=True) * tf.cast(scale, q.dtype) + tf.cast(bias, q.dtype)
-            return tf.cast(tf.nn.softmax(tf.cast(s, tf.float32), -1), q.dtype)
+            q, k, v = tf.unstack(qkv, 3, axis=0)
+            return attention_for_inference(q, k, v, bias, tf.cast(head_dim**-0.5, q.dtype))
 
         return before, after
 
