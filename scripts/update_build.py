@@ -9,6 +9,7 @@ trainers' shared modules py_library), tests/ files py_test targets. Third-party 
 """
 
 import ast
+import glob
 import os
 import sys
 
@@ -88,6 +89,8 @@ def render():
         if kind == "py_test":
             lines.append('    size = "large",')
             lines.append('    data = glob(["tests/golden/**", "tpu_configs/**"]),')
+        elif path.endswith("__init__.py") and glob.glob(os.path.join(ROOT, os.path.dirname(path), "*.cc")):
+            lines.append(f'    data = glob(["{os.path.dirname(path)}/*.cc"]),')  # sources built on first use
         if deps:
             lines.append("    deps = [")
             lines += [f'        "{d}",' for d in sorted(deps)]

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from zoo import kernels
+
 # BERT and GPT exclude LayerNorm gains/offsets and all biases from weight decay (google-research/bert
 # optimization.py matches the names "LayerNorm", "layer_norm", "bias"; GPT: "non-bias, non-gain weights").
 # In these models those are exactly the 1-D variables, which is robust to any layer naming.
@@ -74,9 +76,25 @@ class FusedAdamW(keras.optimizers.AdamW):
     Checkpoints are interchangeable with Keras' AdamW (same slot variables). Sparse gradients and amsgrad take
     Keras' own path.
 
+    With `use_native_kernels` (set by zoo.training.loop, whose update runs outside any XLA compile) on a CPU-only
+    machine where zoo/kernels/fused_adamw.cc builds, clip, decay and Adam are one pass per variable
+    (`ZooApplyAdamW`) instead of three: the update is memory-bound (~28 bytes per parameter for Adam alone), so
+    the passes it saves are the gain. Same formula, float32 throughout.
+
     Tried and dropped: decay + clip + Adam as one XLA loop per variable (XLA:CPU emits three loops for the three
     outputs, no faster than this: BERT-base step 2,172 vs 2,167 ms in an in-process A/B on the AMX Xeon).
     """
+
+    use_native_kernels = False  # the zoo's training loop turns it on; Keras' fit (maybe XLA-compiled) leaves it off
+
+    def _native_kernel(self):
+        """The ZooApplyAdamW op function when this update may use it (see the class docstring), else None."""
+        if not (self.use_native_kernels and self._clips_the_sum() and not self.amsgrad):
+            return None
+        if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+            return None
+        library = kernels.load("fused_adamw")
+        return None if library is None else library.zoo_apply_adam_w
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
@@ -98,7 +116,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         )
 
     def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
+        if self.weight_decay is None or self._native_kernel() is not None:  # decayed inside the fused update
             return
 
         def decay(distribution, variables):
@@ -128,13 +146,46 @@ class FusedAdamW(keras.optimizers.AdamW):
         # Keras' own update (all-reduce, then update_step per variable under the strategy), clipped in between.
         trainable_variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
         grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, trainable_variables)))
-        clipped = global_norm_clip([g for g, _ in grads_and_vars], self.global_clipnorm)
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_tf_update_step,
-            self._distribution_strategy,
-            [(g, v) for g, (_, v) in zip(clipped, grads_and_vars)],
-            learning_rate,
-        )
+        native = self._native_kernel()
+        if native is None:
+            clipped = global_norm_clip([g for g, _ in grads_and_vars], self.global_clipnorm)
+            tf.__internal__.distribute.interim.maybe_merge_call(
+                self._distributed_tf_update_step,
+                self._distribution_strategy,
+                [(g, v) for g, (_, v) in zip(clipped, grads_and_vars)],
+                learning_rate,
+            )
+            return
+        scale = global_norm_scale([g for g, _ in grads_and_vars], self.global_clipnorm)
+
+        def update(distribution, grads_and_vars, scale, learning_rate):
+            for gradient, variable in grads_and_vars:  # per replica values are unwrapped to the variable's copy
+                distribution.extended.update(variable, self._native_update_step, args=(gradient, scale, learning_rate, native),
+                                             group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(update, self._distribution_strategy, grads_and_vars, scale,
+                                                            learning_rate)
+
+    def _native_update_step(self, variable, gradient, scale, learning_rate, native):
+        """Decay, clip scale and Adam of one variable: one ZooApplyAdamW pass, or TF ops where it does not apply."""
+        if gradient is None:
+            return
+        decayed = self.weight_decay is not None and self._use_weight_decay(variable)
+        if isinstance(gradient, tf.IndexedSlices) or variable.dtype != tf.float32:
+            if decayed:
+                variable.assign(variable * (1.0 - ops.cast(learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)))
+            return self.update_step(_scaled(gradient, scale), variable, learning_rate)
+        index = self._get_variable_index(variable)
+        local_step = ops.cast(self.iterations + 1, tf.float32)
+        lr = ops.cast(learning_rate, tf.float32)
+        # alpha as TF's ApplyAdam computes it: lr * sqrt(1 - beta2^t) / (1 - beta1^t).
+        alpha = lr * tf.sqrt(1.0 - ops.power(ops.cast(self.beta_2, tf.float32), local_step)) / (
+            1.0 - ops.power(ops.cast(self.beta_1, tf.float32), local_step))
+        keep = 1.0 - lr * ops.cast(self.weight_decay, tf.float32) if decayed else tf.constant(1.0)
+        native(var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+               grad=ops.cast(gradient, tf.float32), alpha=alpha, beta1=ops.cast(self.beta_1, tf.float32),
+               beta2=ops.cast(self.beta_2, tf.float32), epsilon=ops.cast(self.epsilon, tf.float32), keep=keep,
+               grad_scale=tf.cast(scale, tf.float32))
 
 
 def global_norm_clip(grads, clipnorm):
@@ -144,16 +195,21 @@ def global_norm_clip(grads, clipnorm):
     they sum to (duplicate rows added first, as Keras' clip measures them; `tf.clip_by_global_norm` would square
     the duplicates one by one). A non-finite norm makes every gradient NaN, as in Keras, so the loop stops loudly.
     """
+    scale = global_norm_scale(grads, clipnorm)
+    return [None if g is None else _scaled(g, scale) for g in grads]
+
+
+def global_norm_scale(grads, clipnorm):
+    """min(1, clipnorm / global norm of grads) as float32 (see `global_norm_clip`); NaN for a non-finite norm."""
     present = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
     norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), "float32") for g in present]))
-    scale = clipnorm * tf.minimum(1.0 / norm, 1.0 / clipnorm) + (norm - norm)
+    return clipnorm * tf.minimum(1.0 / norm, 1.0 / clipnorm) + (norm - norm)
 
-    def scaled(g):
-        if isinstance(g, tf.IndexedSlices):
-            return tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
-        return g * tf.cast(scale, g.dtype)
 
-    return [None if g is None else scaled(g) for g in grads]
+def _scaled(g, scale):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
+    return g * tf.cast(scale, g.dtype)
 
 
 def _handle(variable):

@@ -138,6 +138,10 @@ def train(model, optimizer, dataset_fn, strategy, config, global_batch_size):
 
 def _make_train_function(model, optimizer, strategy, jit_compile):
     variables = model.trainable_variables
+    # The update below runs outside the XLA-compiled gradient function, so a fused optimizer may use native
+    # CPU kernels (zoo.optim.FusedAdamW checks the devices itself; TPU steps compile everything with XLA).
+    if hasattr(optimizer, "use_native_kernels"):
+        optimizer.use_native_kernels = not isinstance(strategy, tf.distribute.TPUStrategy)
 
     @tf.function(jit_compile=jit_compile)
     def compute_gradients(features, global_counts):

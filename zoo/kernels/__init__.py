@@ -1,0 +1,84 @@
+"""Native CPU kernels: C++ TensorFlow ops built from this folder's sources on first use, cached, optional.
+
+`load(name)` compiles `<name>.cc` with g++ against the installed TensorFlow's headers (`tf.sysconfig`) into
+`$ZOO_KERNEL_CACHE` (default `~/.cache/zoo/kernels`), keyed by the source, the TF version, the compiler flags and
+the CPU's feature flags, and loads it with `tf.load_op_library`. Without a compiler,
+or when the build fails, it logs one warning and returns None: callers keep their TF-ops path. ZOO_NATIVE_KERNELS=0
+turns the kernels off. They are training-time CPU kernels only: exports never contain them (zoo.export's op
+allow-list would refuse them), and XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
+"""
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import logging
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# The baseline ISA (SSE2): the kernels are memory-bound, and -march=native makes Eigen's AVX512-FP16 headers
+# fail with Debian's g++ 12. No FMA contraction: TF's rounding.
+_FLAGS = ["-shared", "-fPIC", "-O3", "-w", "-ffp-contract=off"]
+
+
+def enabled():
+    """False when ZOO_NATIVE_KERNELS=0."""
+    return os.environ.get("ZOO_NATIVE_KERNELS", "1") != "0"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _library_path(name, source, compile_flags, link_flags):
+    import tensorflow as tf
+
+    key = hashlib.sha256("\0".join([source, tf.__version__, sys.platform, _cpu_flags(), *_FLAGS, *compile_flags,
+                                    *link_flags]).encode()).hexdigest()[:16]
+    cache = os.environ.get("ZOO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zoo", "kernels")
+    return os.path.join(cache, f"{name}-{key}.so")
+
+
+def _build(source_path, library_path, compile_flags, link_flags):
+    """Compiles to a temporary file and renames it into place (concurrent processes may build at once)."""
+    os.makedirs(os.path.dirname(library_path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(library_path))
+    os.close(fd)
+    try:
+        command = ["g++", *_FLAGS, *compile_flags, source_path, "-o", tmp, *link_flags]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            errors = [line for line in result.stderr.splitlines() if "error" in line] or [result.stderr[-2000:]]
+            raise RuntimeError(f"{' '.join(command)} failed:\n" + "\n".join(errors[:10]))
+        os.replace(tmp, library_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@functools.lru_cache(maxsize=None)
+def load(name):
+    """The op library built from `zoo/kernels/<name>.cc` (a module of op functions), or None if unavailable."""
+    if not enabled():
+        return None
+    import tensorflow as tf
+
+    source_path = os.path.join(_HERE, f"{name}.cc")
+    with open(source_path) as f:
+        source = f.read()
+    compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    library_path = _library_path(name, source, compile_flags, link_flags)
+    try:
+        if not os.path.exists(library_path):
+            logging.info("Building the native kernel %s into %s (once per machine and TF version).", name, library_path)
+            _build(source_path, library_path, compile_flags, link_flags)
+        return tf.load_op_library(library_path)
+    except Exception as error:  # noqa: BLE001 (no compiler, a failed build or load: the TF-ops path still works)
+        logging.warning("Native kernel %s unavailable, using TF ops instead (slower on CPUs): %s", name, error)
+        return None
