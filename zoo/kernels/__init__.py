@@ -18,9 +18,17 @@ import tempfile
 from absl import logging
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# The baseline ISA (SSE2): the kernels are memory-bound, and -march=native makes Eigen's AVX512-FP16 headers
-# fail with Debian's g++ 12. No FMA contraction: TF's rounding.
-_FLAGS = ["-shared", "-fPIC", "-O3", "-w", "-ffp-contract=off"]
+# No FMA contraction (TF's rounding). The vector ISA is chosen from the CPU's flags: -march=native would also
+# enable AVX512-FP16, whose Eigen headers fail to compile with Debian's g++ 12.
+_FLAGS = ["-shared", "-fPIC", "-O3", "-w", "-ffp-contract=off", "-fno-math-errno"]  # errno-free sqrt vectorizes
+_ISA_FLAGS = (("avx512f avx512dq avx512bw avx512vl avx2 fma", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"]),
+              ("avx2 fma", ["-mavx2", "-mfma"]))
+
+
+def _isa_flags():
+    """The widest vector ISA flags this CPU supports, of those above (none: the x86-64 baseline)."""
+    have = set(_cpu_flags().split())
+    return next((flags for names, flags in _ISA_FLAGS if set(names.split()) <= have), [])
 
 
 def enabled():
@@ -39,7 +47,7 @@ def _cpu_flags():
 def _library_path(name, source, compile_flags, link_flags):
     import tensorflow as tf
 
-    key = hashlib.sha256("\0".join([source, tf.__version__, sys.platform, _cpu_flags(), *_FLAGS, *compile_flags,
+    key = hashlib.sha256("\0".join([source, tf.__version__, sys.platform, _cpu_flags(), *_FLAGS, *_isa_flags(), *compile_flags,
                                     *link_flags]).encode()).hexdigest()[:16]
     cache = os.environ.get("ZOO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zoo", "kernels")
     return os.path.join(cache, f"{name}-{key}.so")
@@ -51,7 +59,7 @@ def _build(source_path, library_path, compile_flags, link_flags):
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(library_path))
     os.close(fd)
     try:
-        command = ["g++", *_FLAGS, *compile_flags, source_path, "-o", tmp, *link_flags]
+        command = ["g++", *_FLAGS, *_isa_flags(), *compile_flags, source_path, "-o", tmp, *link_flags]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             errors = [line for line in result.stderr.splitlines() if "error" in line] or [result.stderr[-2000:]]
