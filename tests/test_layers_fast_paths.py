@@ -532,3 +532,16 @@ def test_attention_for_inference_equals_float64_softmax_attention_on_both_sides_
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         want = (probs / probs.sum(-1, keepdims=True)) @ v64
         np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), want, rtol=tol, atol=tol * 4)
+
+
+def test_native_kernels_fall_back_cleanly_without_a_compiler_or_when_turned_off(monkeypatch, tmp_path, caplog):
+    from zoo import kernels
+
+    monkeypatch.setenv("ZOO_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))  # no g++ on the PATH
+    with caplog.at_level("WARNING"):
+        assert kernels.load.__wrapped__("fused_adamw") is None  # not cached: a fresh attempt
+    assert "Native kernel fused_adamw unavailable" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no partial library left behind for the next process to load
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
+    assert not kernels.enabled() and kernels.load.__wrapped__("fused_adamw") is None
