@@ -93,3 +93,28 @@ def test_two_replicas_take_the_one_device_step_with_clipping(which):
         # Keras clips each replica's gradient by its own norm before the sum: the control shows that this test
         # can tell the two apart.
         assert diff > 1e-3, diff
+
+
+DROPOUT_SCRIPT = r"""
+import json
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from zoo.layers import Dropout
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    layer = Dropout(0.5, seed=7)
+masks = strategy.run(tf.function(lambda: layer(tf.ones([64, 32]), training=True)))
+a, b = (t.numpy() > 0 for t in strategy.experimental_local_results(masks))
+single = Dropout(0.5, seed=7)(tf.ones([64, 32]), training=True).numpy() > 0
+print("RESULT " + json.dumps({"differ": float((a != b).mean()), "first_is_single": bool((a == single).all())}))
+"""
+
+
+def test_replicas_draw_different_dropout_masks():
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", DROPOUT_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert 0.4 < result["differ"] < 0.6, result  # independent masks at rate 0.5 disagree on half the elements
+    assert result["first_is_single"], result  # replica 0 keeps the single-device mask (checkpoints resume alike)

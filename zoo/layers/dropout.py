@@ -14,7 +14,8 @@ bf16 multiply, ad hoc on the AMX Xeon), and a hand-written Philox-4x32 in XLA is
 by XLA's fusion; the hash applies the same dropout in 0.9 ms. The keys enter after a nonlinear round, so two
 layers' or two steps' masks are not shifted copies of each other (tests/test_layers_fast_paths.py checks the keep
 rate, neighbour and cross-seed correlations). The attention softmax islands (zoo/layers/softmax.py) use the same
-`keep_scale` for the attention-probability dropout.
+`keep_scale` for the attention-probability dropout. Under a multi-replica strategy each replica folds its id
+into the seed (`Dropout.next_seed`), so replicas do not repeat each other's masks.
 """
 
 import keras
@@ -114,7 +115,14 @@ class Dropout(keras.layers.Layer):
         if not training or self.threshold == 0:
             return None
         # Stateless ops take an int32 seed pair; Keras' state may be int64 (as Keras' TF backend folds it).
-        return tf.cast(tf.math.floormod(tf.cast(self.seed_generator.next(), tf.int64), 2**31 - 1), tf.int32)
+        seed = tf.math.floormod(tf.cast(self.seed_generator.next(), tf.int64), 2**31 - 1)
+        # The generator's state is mirrored across replicas: fold the replica id into the layer's word so that
+        # replicas (each with its own slice of the global batch) draw different masks, as one device would.
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+            seed = tf.stack([tf.math.floormod(seed[0] + replica * 1_000_003, 2**31 - 1), seed[1]])
+        return tf.cast(seed, tf.int32)
 
     def compute_output_shape(self, input_shape):
         return input_shape
