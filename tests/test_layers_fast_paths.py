@@ -545,3 +545,10 @@ def test_native_kernels_fall_back_cleanly_without_a_compiler_or_when_turned_off(
     assert list(tmp_path.iterdir()) == []  # no partial library left behind for the next process to load
     monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
     assert not kernels.enabled() and kernels.load.__wrapped__("fused_adamw") is None
+
+
+def test_export_op_check_refuses_the_native_training_ops_even_once_loaded():
+    from zoo.export import disallowed_ops
+
+    _native_adamw_or_skip()  # loaded: ZooApplyAdamW is now in this process's op registry
+    assert disallowed_ops(["ZooApplyAdamW", "MatMul"]) == ["ZooApplyAdamW"]

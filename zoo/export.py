@@ -190,7 +190,7 @@ def disallowed_ops(ops):
     bad = []
     for op in ops:
         core = op_def_registry.get(op) is not None and op not in TF_TEXT_OPS_2_21
-        if op in PYTHON_OPS or not (core or op in TF_TEXT_OPS_SERVABLE):
+        if op in PYTHON_OPS or op.startswith("Zoo") or not (core or op in TF_TEXT_OPS_SERVABLE):  # Zoo*: zoo/kernels
             bad.append(op)
     return sorted(bad)
 

@@ -171,7 +171,8 @@ class FusedAdamW(keras.optimizers.AdamW):
         if gradient is None:
             return
         decayed = self.weight_decay is not None and self._use_weight_decay(variable)
-        if isinstance(gradient, tf.IndexedSlices) or variable.dtype != tf.float32:
+        on_cpu = tf.DeviceSpec.from_string(variable.device or "").device_type in (None, "CPU")  # the op's only kernel
+        if isinstance(gradient, tf.IndexedSlices) or variable.dtype != tf.float32 or not on_cpu:
             if decayed:
                 variable.assign(variable * (1.0 - ops.cast(learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)))
             return self.update_step(_scaled(gradient, scale), variable, learning_rate)

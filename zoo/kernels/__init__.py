@@ -5,7 +5,7 @@
 the CPU's feature flags, and loads it with `tf.load_op_library`. Without a compiler,
 or when the build fails, it logs one warning and returns None: callers keep their TF-ops path. ZOO_NATIVE_KERNELS=0
 turns the kernels off. They are training-time CPU kernels only: exports never contain them (zoo.export's op
-allow-list would refuse them), and XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
+check refuses any op named Zoo*), and XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
 """
 
 import functools
@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 from absl import logging
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_LOCK = threading.Lock()  # replica threads of a MirroredStrategy trace concurrently: build and load once
 # No FMA contraction (TF's rounding). The vector ISA is chosen from the CPU's flags: -march=native would also
 # enable AVX512-FP16, whose Eigen headers fail to compile with Debian's g++ 12.
 _FLAGS = ["-shared", "-fPIC", "-O3", "-w", "-ffp-contract=off", "-fno-math-errno"]  # errno-free sqrt vectorizes
@@ -75,6 +77,11 @@ def load(name):
     """The op library built from `zoo/kernels/<name>.cc` (a module of op functions), or None if unavailable."""
     if not enabled():
         return None
+    with _LOCK:
+        return _load(name)
+
+
+def _load(name):
     import tensorflow as tf
 
     source_path = os.path.join(_HERE, f"{name}.cc")
