@@ -122,14 +122,17 @@ class FusedAdamW(keras.optimizers.AdamW):
         def decay(distribution, variables):
             def decay_one(variable):
                 if self._use_weight_decay(variable):
-                    keep = 1.0 - ops.cast(self.learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)
-                    variable.assign(variable * keep)
+                    variable.assign(variable * self._decay_keep(self.learning_rate, variable.dtype))
 
             for variable in variables:
                 variable = variable.value if isinstance(variable, keras.Variable) else variable
                 distribution.extended.update(variable, decay_one, group=False)
 
         tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
+
+    def _decay_keep(self, learning_rate, dtype):
+        """1 - lr * weight_decay: decoupled decay as one multiply of the variable."""
+        return 1.0 - ops.cast(learning_rate, dtype) * ops.cast(self.weight_decay, dtype)
 
     def _clips_the_sum(self):
         """True when the only clip is the global-norm one, which this class takes after the all-reduce."""
@@ -174,7 +177,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         on_cpu = tf.DeviceSpec.from_string(variable.device or "").device_type in (None, "CPU")  # the op's only kernel
         if isinstance(gradient, tf.IndexedSlices) or variable.dtype != tf.float32 or not on_cpu:
             if decayed:
-                variable.assign(variable * (1.0 - ops.cast(learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)))
+                variable.assign(variable * self._decay_keep(learning_rate, variable.dtype))
             return self.update_step(_scaled(gradient, scale), variable, learning_rate)
         index = self._get_variable_index(variable)
         local_step = ops.cast(self.iterations + 1, tf.float32)
@@ -182,7 +185,7 @@ class FusedAdamW(keras.optimizers.AdamW):
         # alpha as TF's ApplyAdam computes it: lr * sqrt(1 - beta2^t) / (1 - beta1^t).
         alpha = lr * tf.sqrt(1.0 - ops.power(ops.cast(self.beta_2, tf.float32), local_step)) / (
             1.0 - ops.power(ops.cast(self.beta_1, tf.float32), local_step))
-        keep = 1.0 - lr * ops.cast(self.weight_decay, tf.float32) if decayed else tf.constant(1.0)
+        keep = self._decay_keep(learning_rate, tf.float32) if decayed else tf.constant(1.0)
         native(var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
                grad=ops.cast(gradient, tf.float32), alpha=alpha, beta1=ops.cast(self.beta_1, tf.float32),
                beta2=ops.cast(self.beta_2, tf.float32), epsilon=ops.cast(self.epsilon, tf.float32), keep=keep,

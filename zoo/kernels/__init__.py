@@ -1,8 +1,8 @@
 """Native CPU kernels: C++ TensorFlow ops built from this folder's sources on first use, cached, optional.
 
 `load(name)` compiles `<name>.cc` with g++ against the installed TensorFlow's headers (`tf.sysconfig`) into
-`$ZOO_KERNEL_CACHE` (default `~/.cache/zoo/kernels`), keyed by the source, the TF version, the compiler flags and
-the CPU's feature flags, and loads it with `tf.load_op_library`. Without a compiler,
+`$ZOO_KERNEL_CACHE` (default `~/.cache/zoo/kernels`), keyed by the source, the TF version and the compiler
+flags (the vector ISA ones picked from the CPU's features), and loads it with `tf.load_op_library`. Without a compiler,
 or when the build fails, it logs one warning and returns None: callers keep their TF-ops path. ZOO_NATIVE_KERNELS=0
 turns the kernels off. They are training-time CPU kernels only: exports never contain them (zoo.export's op
 check refuses any op named Zoo*), and XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
@@ -49,7 +49,7 @@ def _cpu_flags():
 def _library_path(name, source, compile_flags, link_flags):
     import tensorflow as tf
 
-    key = hashlib.sha256("\0".join([source, tf.__version__, sys.platform, _cpu_flags(), *_FLAGS, *_isa_flags(), *compile_flags,
+    key = hashlib.sha256("\0".join([source, tf.__version__, sys.platform, *_FLAGS, *_isa_flags(), *compile_flags,
                                     *link_flags]).encode()).hexdigest()[:16]
     cache = os.environ.get("ZOO_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zoo", "kernels")
     return os.path.join(cache, f"{name}-{key}.so")
