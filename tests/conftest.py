@@ -31,3 +31,20 @@ def real_vocabulary():
 
     docs = imdb_documents()[:300]
     return learn_vocabulary((s for d in docs for s in d), 600)
+
+
+@pytest.fixture(params=["islands", "native"])
+def training_kernels(request, monkeypatch):
+    """Runs a test on both CPU training paths of zoo/layers: the XLA islands and the native kernels
+    (zoo/layers/native.py). The native run skips only where no g++ exists; with one, a failed build fails."""
+    import shutil
+
+    if request.param == "islands":
+        monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
+        return request.param
+    from zoo import kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build; the islands are tested alone")
+    assert kernels.load("layer_ops") is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
+    return request.param

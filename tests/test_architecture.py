@@ -33,8 +33,10 @@ def _violations():
 
             if name.split(".")[0] in ("trainers", "tests") or name.startswith("absl.flags"):
                 rule("zoo never imports the apps, the tests or flags")
-            if module.startswith("zoo.layers") and name.startswith("zoo.") and not name.startswith("zoo.layers"):
-                rule("zoo.layers is the leaf")
+            if module.startswith("zoo.kernels") and name.startswith("zoo."):
+                rule("zoo.kernels imports no zoo module")
+            if module.startswith("zoo.layers") and name.startswith("zoo.") and not name.startswith(("zoo.layers", "zoo.kernels")):
+                rule("zoo.layers is the leaf (above zoo.kernels)")
             if module.startswith("zoo.text") and name.startswith("zoo.") and not name.startswith("zoo.text"):
                 rule("zoo.text knows no model")
             own = next((f for f in FAMILIES if module.startswith(f)), None)
@@ -57,9 +59,12 @@ def test_rules_catch_a_violation(tmp_path, monkeypatch):
     fake = tmp_path / "zoo" / "layers"
     fake.mkdir(parents=True)
     (fake / "bad.py").write_text("import zoo.bert\nfrom trainers import flags\n")
+    (tmp_path / "zoo" / "kernels").mkdir()
+    (tmp_path / "zoo" / "kernels" / "bad.py").write_text("from zoo.layers import islands\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
     found = _violations()
     assert any("zoo.layers is the leaf" in v for v in found)
+    assert any("zoo.kernels imports no zoo module" in v for v in found)
     assert any("never imports the apps" in v for v in found)
 
 

@@ -13,7 +13,7 @@ from zoo.layers.activations import gelu_for_training
 
 @pytest.mark.parametrize("fn", [gelu, gelu_for_training], ids=["gelu", "gelu_for_training"])
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-7), ("bfloat16", 1.6e-2)])
-def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(fn, dtype, tol):
+def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(fn, dtype, tol, training_kernels):
     x = tf.cast(tf.linspace(-8.0, 8.0, 4001), dtype)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
@@ -24,7 +24,7 @@ def test_gelu_and_its_gradient_equal_autodiff_of_the_erf_formula(fn, dtype, tol)
 
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("bfloat16", 1.6e-2)])
-def test_gelu_with_bias_and_its_gradients_equal_autodiff_of_gelu_of_the_sum(dtype, tol):
+def test_gelu_with_bias_and_its_gradients_equal_autodiff_of_gelu_of_the_sum(dtype, tol, training_kernels):
     x = tf.cast(tf.reshape(tf.linspace(-6.0, 6.0, 64 * 33), [64, 33]), dtype)
     bias = tf.random.stateless_normal([33], seed=[4, 2])  # float32, as the layer's variable
     dy = tf.random.stateless_normal([64, 33], seed=[1, 9])
@@ -48,6 +48,8 @@ def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypat
     non-AMX inner_product kernel (zoo/layers/dense.py). Both training paths go through an island instead."""
     from zoo.layers import TransformerBlock, activations, dense
 
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # the GELU's island (the native kernel is a graph op: see below)
+
     calls = []
     island = dense._bias_add_xla
     monkeypatch.setattr(dense, "_bias_add_xla", lambda *a: calls.append("bias") or island(*a))
@@ -70,7 +72,7 @@ def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypat
     assert calls == ["bias"] * 3 and gelu_calls == [tf.TensorShape([16])]
 
 
-def test_dropout_keeps_one_minus_rate_and_preserves_the_mean():
+def test_dropout_keeps_one_minus_rate_and_preserves_the_mean(training_kernels):
     layer = Dropout(0.1, seed=3)
     x = tf.ones([200, 1001])
     first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
@@ -113,7 +115,7 @@ def test_dropout_hash_masks_are_uncorrelated_across_neighbours_steps_and_layers(
             assert max((flat_a[s:] == flat_b[:n - s]).mean() for s in range(64)) < 0.5 + 5 * 0.5 / np.sqrt(n - 64)
 
 
-def test_dropout_mask_in_bfloat16_keeps_static_shape():
+def test_dropout_mask_in_bfloat16_keeps_static_shape(training_kernels):
     layer = Dropout(0.1, seed=5, dtype="mixed_bfloat16")  # as under the mixed_bfloat16 policy
     x = tf.ones([64, 1, 513], tf.bfloat16)
     y = tf.function(lambda t: layer(t, training=True))(x)
@@ -125,7 +127,7 @@ def test_dropout_mask_in_bfloat16_keeps_static_shape():
     assert static.output_shapes.as_list() == [None, 1, 513]
 
 
-def test_dropout_gradient_is_the_mask():
+def test_dropout_gradient_is_the_mask(training_kernels):
     layer = Dropout(0.5, seed=1)
     x = tf.random.normal([8, 16, 32])
     with tf.GradientTape() as tape:
@@ -176,8 +178,10 @@ def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
             softmax_cross_entropy_with_hits(tf.constant(bad), logits)
 
 
-def test_transformer_block_trains_through_the_xla_islands_and_infers_without():
+def test_transformer_block_trains_through_the_xla_islands_and_infers_without(monkeypatch):
     from zoo.layers import TransformerBlock, activations, dropout, normalization, softmax
+
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # tests/test_layers_native.py checks the native kernels' graph
 
     block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.1)
     x = tf.random.normal([2, 4, 8])
@@ -202,7 +206,7 @@ def test_transformer_block_trains_through_the_xla_islands_and_infers_without():
 
 
 @pytest.mark.parametrize("policy,tol", [("float32", 2e-5), ("mixed_bfloat16", 2e-2)])
-def test_layer_normalization_islands_equal_keras_forward_and_gradients(policy, tol):
+def test_layer_normalization_islands_equal_keras_forward_and_gradients(policy, tol, training_kernels):
     from zoo.layers import LayerNormalization
 
     keras.mixed_precision.set_global_policy(policy)
@@ -301,7 +305,7 @@ def test_native_adamw_copies_a_buffer_a_reader_still_holds():
 
 @pytest.mark.parametrize("dtype,tol", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
 @pytest.mark.parametrize("with_dropout", [False, True])
-def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, with_dropout):
+def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, with_dropout, training_kernels):
     from zoo.layers.dropout import keep_scale
     from zoo.layers.softmax import attention_softmax_for_training
 

@@ -7,6 +7,7 @@ makes about eight full passes over the [B, T, F] feed-forward activations. Here 
 
 import tensorflow as tf
 
+from zoo.layers import native
 from zoo.layers.islands import xla_island
 from zoo.layers.reductions import column_sum
 
@@ -80,7 +81,13 @@ def gelu_for_training(x, bias=None):
     Returns:
       (x + bias) * Phi(x + bias), x's shape and dtype; the gradient Phi + (x + bias) * phi is recomputed from x
       and bias in one pass; the bias gradient is its float32-accumulated column sum (`column_sum`), in bias's dtype.
+
+    On a CPU-only machine the native kernels run instead (`zoo.layers.native`; same maths, the bias gradient
+    summed inside the backward kernel).
     """
+    library = native.layer_ops(x.dtype)
+    if library is not None:
+        return _gelu_native(library, x, bias)
     if bias is None:
         return _gelu_no_bias(x)
     return _gelu_with_bias(x, bias)
@@ -99,6 +106,21 @@ def _gelu_with_bias(x, bias):
         return dx, tf.cast(column_sum(dx), bias.dtype)
 
     return _gelu_forward_xla(x, bias), grad
+
+
+def _gelu_native(library, x, bias):
+    """`gelu_for_training` as ZooBiasGelu / ZooBiasGeluGrad (zoo/kernels/layer_ops.cc); bias None adds zeros."""
+    features = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+    bias = tf.zeros([features], tf.float32) if bias is None else tf.cast(bias, tf.float32)
+
+    @tf.custom_gradient
+    def gelu_with_bias(x, bias):
+        def grad(dy):
+            return library.zoo_bias_gelu_grad(x, bias, tf.cast(dy, x.dtype))  # dx, dbias (float32)
+
+        return library.zoo_bias_gelu(x, bias), grad
+
+    return gelu_with_bias(x, bias)
 
 
 def gelu_for_inference(x):

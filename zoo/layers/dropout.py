@@ -21,6 +21,7 @@ into the seed (`Dropout.next_seed`), so replicas do not repeat each other's mask
 import keras
 import tensorflow as tf
 
+from zoo.layers import native
 from zoo.layers.islands import xla_island
 
 _U32 = tf.uint32
@@ -98,6 +99,15 @@ class Dropout(keras.layers.Layer):
             return x
         check_size(x)
         threshold = self.threshold
+        library = native.layer_ops(x.dtype)
+        if library is not None:  # the same mask from the native kernel (zoo/kernels/layer_ops.cc)
+
+            @tf.custom_gradient
+            def native_dropout(x):
+                return (library.zoo_dropout(x, seed, threshold=threshold),
+                        lambda dy: library.zoo_dropout(tf.cast(dy, x.dtype), seed, threshold=threshold))
+
+            return native_dropout(x)
 
         @tf.custom_gradient
         def dropout(x):

@@ -17,6 +17,7 @@ runs Keras' own code. Exports stay plain TF ops.
 import keras
 import tensorflow as tf
 
+from zoo.layers import native
 from zoo.layers.islands import in_whole_step_xla, xla_island
 from zoo.layers.reductions import column_sum
 
@@ -58,7 +59,13 @@ def layer_norm_for_training(x, gamma, beta, epsilon):
 
     Returns:
       [..., H] in x's dtype: (x - mean) / sqrt(var + epsilon) * gamma + beta.
+
+    On a CPU-only machine the native kernels run instead of the islands (`zoo.layers.native`), with dgamma and
+    dbeta summed inside the backward kernel in float32.
     """
+    library = native.layer_ops(x.dtype)
+    if library is not None:
+        return _layer_norm_native(library, x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32), float(epsilon))
     epsilon = tf.constant(epsilon, tf.float32)  # a tensor: one XLA program for every epsilon
 
     @tf.custom_gradient
@@ -68,6 +75,21 @@ def layer_norm_for_training(x, gamma, beta, epsilon):
         def grad(dy):
             dx, dy_x_hat = _backward_xla(x, mean, inv_std, gamma, dy)
             return dx, tf.cast(column_sum(dy_x_hat), tf.float32), tf.cast(column_sum(dy), tf.float32)
+
+        return y, grad
+
+    return normalize(x, gamma, beta)
+
+
+def _layer_norm_native(library, x, gamma, beta, epsilon):
+    """`layer_norm_for_training` as ZooLayerNorm / ZooLayerNormGrad (zoo/kernels/layer_ops.cc)."""
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        y, mean, inv_std = library.zoo_layer_norm(x, gamma, beta, epsilon=epsilon)
+
+        def grad(dy):
+            return library.zoo_layer_norm_grad(x, mean, inv_std, gamma, tf.cast(dy, x.dtype))  # dx, dgamma, dbeta
 
         return y, grad
 

@@ -9,6 +9,7 @@ loop (see zoo/layers/islands.py). Inference runs the plain ops (`MultiHeadAttent
 
 import tensorflow as tf
 
+from zoo.layers import native
 from zoo.layers.dropout import check_size, keep_scale
 from zoo.layers.islands import xla_island
 
@@ -50,6 +51,16 @@ def attention_softmax_for_training(scores, bias, dropout_seed=None, dropout_thre
     if threshold:
         check_size(scores)
     bias = tf.cast(bias, tf.float32)
+    library = native.layer_ops(scores.dtype) if dtype == scores.dtype and scores.shape.rank == 4 else None
+    if library is not None:  # zoo/kernels/layer_ops.cc: the same maths and mask in one native pass each way
+
+        @tf.custom_gradient
+        def native_softmax(scores):
+            probs, p = library.zoo_attention_softmax(scores, bias, seed, threshold=threshold)
+            return probs, lambda dy: library.zoo_attention_softmax_grad(p, tf.cast(dy, scores.dtype), seed,
+                                                                       threshold=threshold)
+
+        return tf.ensure_shape(native_softmax(scores), scores.shape)
 
     @tf.custom_gradient
     def softmax(scores):

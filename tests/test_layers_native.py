@@ -1,0 +1,186 @@
+"""The native training kernels (zoo/kernels/layer_ops.cc via zoo/layers/native.py) equal the XLA islands they
+replace: the same dropout masks bit for bit, the same float32 maths within rounding; they reject bad inputs with
+a clear error, and they stay out of XLA compilations and inference graphs."""
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import kernels
+from zoo.layers import activations, dropout, native, normalization, softmax
+
+
+@pytest.fixture(scope="module")
+def library():
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build")
+    lib = kernels.load("layer_ops")
+    assert lib is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
+    return lib
+
+
+DTYPES = [(tf.float32, 2e-6), (tf.bfloat16, 1.6e-2)]
+
+
+def _close(got, want, tol):
+    np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), tf.cast(want, tf.float64).numpy(), rtol=tol, atol=tol)
+
+
+def _normal(shape, seed, dtype=tf.float32, scale=1.0):
+    return tf.cast(tf.random.stateless_normal(shape, seed=[seed, 7]) * scale, dtype)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_layer_norm_kernels_equal_the_islands(library, dtype, tol):
+    x = _normal([3, 7, 37], 1, dtype, 3.0) + tf.cast(1.5, dtype)  # 37: not a multiple of the 16 vector lanes
+    gamma, beta, dy = _normal([37], 2) + 1, _normal([37], 3), _normal([3, 7, 37], 4, dtype)
+    y, mean, inv_std = library.zoo_layer_norm(x, gamma, beta, epsilon=1e-5)
+    want_y, want_mean, want_inv = normalization._forward_xla(x, gamma, beta, tf.constant(1e-5))
+    assert y.dtype == dtype and mean.shape == [3, 7, 1] and inv_std.shape == [3, 7, 1]
+    _close(y, want_y, tol)
+    _close(mean, want_mean, 1e-6)
+    _close(inv_std, want_inv, 1e-6)
+    dx, dgamma, dbeta = library.zoo_layer_norm_grad(x, mean, inv_std, gamma, dy)
+    want_dx, dy_x_hat = normalization._backward_xla(x, mean, inv_std, gamma, dy)
+    _close(dx, want_dx, 2 * tol)
+    # The kernel sums float32 products; the island's products were rounded to x's dtype first.
+    x_hat = (tf.cast(x, tf.float32) - mean) * inv_std
+    _close(dgamma, tf.reduce_sum(tf.cast(dy, tf.float32) * x_hat, axis=[0, 1]), 1e-5)
+    _close(dbeta, tf.reduce_sum(tf.cast(dy, tf.float32), axis=[0, 1]), 1e-5)
+    _close(tf.reduce_sum(tf.cast(dy_x_hat, tf.float32), axis=[0, 1]), dgamma, 21 * tol)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_bias_gelu_kernels_equal_the_islands(library, dtype, tol):
+    x = tf.cast(tf.reshape(tf.linspace(-9.0, 9.0, 5 * 45), [5, 45]), dtype)  # both tails, where erf / erfc matter
+    bias, dy = _normal([45], 5, scale=0.5), _normal([5, 45], 6, dtype)
+    _close(library.zoo_bias_gelu(x, bias), activations._gelu_forward_xla(x, bias), tol)
+    dx, dbias = library.zoo_bias_gelu_grad(x, bias, dy)
+    want_dx = activations._gelu_backward_xla(x, bias, dy)
+    _close(dx, want_dx, tol)
+    _close(dbias, tf.reduce_sum(tf.cast(want_dx, tf.float32), axis=0), 5 * tol)  # sums of 5 rounded rows
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+@pytest.mark.parametrize("threshold", [6554, 32768, 0])
+def test_dropout_kernel_draws_the_islands_mask_bit_for_bit(library, dtype, threshold):
+    x = _normal([3, 5, 37], 8, dtype)
+    seed = tf.constant([123456, -7], tf.int32)  # negative words too: the hash reads them as uint32
+    got = library.zoo_dropout(x, seed, threshold=threshold)
+    want = dropout._apply_keep_scale(x, seed, threshold) if threshold else x
+    np.testing.assert_array_equal(tf.bitcast(got, tf.uint16 if dtype == tf.bfloat16 else tf.uint32).numpy(),
+                                  tf.bitcast(want, tf.uint16 if dtype == tf.bfloat16 else tf.uint32).numpy())
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("bias_shape", [[2, 1, 1, 37], [1, 1, 5, 37], [2, 1, 5, 37], [37], []],
+                         ids=["padding", "causal", "per_query", "keys_only", "scalar"])
+@pytest.mark.parametrize("threshold", [0, 6554])
+def test_attention_softmax_kernels_equal_the_islands(library, dtype, tol, bias_shape, threshold):
+    scores = _normal([2, 3, 5, 37], 9, dtype, 4.0)
+    bias = tf.where(_normal(bias_shape, 10) > 0.8, -1e9, 0.0)
+    seed, dy = tf.constant([5, 6], tf.int32), _normal([2, 3, 5, 37], 11, dtype)
+    probs, p = library.zoo_attention_softmax(scores, bias, seed, threshold=threshold)
+    want_probs, want_p = softmax._forward_xla(scores, bias, seed, threshold, dtype)
+    assert probs.dtype == dtype and p.dtype == tf.float32
+    _close(p, want_p, 1e-6)
+    _close(probs, want_probs, tol)
+    np.testing.assert_array_equal(probs.numpy() == 0, want_probs.numpy() == 0)  # the same dropped and masked keys
+    _close(library.zoo_attention_softmax_grad(p, dy, seed, threshold=threshold),
+           softmax._backward_xla(want_p, seed, threshold, dy), 4 * tol)
+
+
+def test_kernels_reject_bad_inputs_with_a_clear_message(library):
+    x = tf.ones([4, 8])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \[H\]"):
+        library.zoo_layer_norm(x, tf.ones([7]), tf.zeros([8]), epsilon=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="does not broadcast"):
+        library.zoo_attention_softmax(tf.ones([1, 2, 3, 4]), tf.zeros([1, 1, 2, 4]), tf.constant([1, 2]), threshold=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"seed must be int32 \[2\]"):
+        library.zoo_dropout(x, tf.constant([1, 2, 3]), threshold=100)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"threshold must be in \[0, 65536\)"):
+        library.zoo_dropout(x, tf.constant([1, 2]), threshold=70000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="dy must have x's shape"):
+        library.zoo_bias_gelu_grad(x, tf.zeros([8]), tf.ones([4, 9]))
+
+
+def test_kernels_accept_empty_batches(library):
+    empty = tf.zeros([0, 8])
+    y, mean, _ = library.zoo_layer_norm(empty, tf.ones([8]), tf.zeros([8]), epsilon=1e-5)
+    assert y.shape == [0, 8] and mean.shape == [0, 1]
+    _, dgamma, dbeta = library.zoo_layer_norm_grad(empty, mean, mean, tf.ones([8]), empty)
+    assert (dgamma.numpy() == 0).all() and (dbeta.numpy() == 0).all()
+    dx, dbias = library.zoo_bias_gelu_grad(empty, tf.zeros([8]), empty)
+    assert dx.shape == [0, 8] and (dbias.numpy() == 0).all()
+    assert library.zoo_attention_softmax(tf.zeros([0, 2, 3, 4]), tf.zeros([4]), tf.constant([1, 2]),
+                                         threshold=100)[0].shape == [0, 2, 3, 4]
+
+
+def _block_step(block, x):
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(block(x, training=True)))
+        return loss, tape.gradient(loss, block.trainable_variables)
+    return step
+
+
+def test_transformer_block_runs_the_native_kernels_in_training_only_and_never_under_xla(library):
+    from zoo.layers import TransformerBlock
+
+    block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.1)
+    x = tf.random.normal([2, 4, 8])
+    block(x)
+    graph = tf.function(_block_step(block, x)).get_concrete_function(x).graph
+    ops = [op.type for op in graph.get_operations()]
+    for fn in graph._functions.values():  # noqa: SLF001 (custom gradients live in nested functions)
+        ops += [node.op for node in fn.definition.node_def]
+    for op, count in {"ZooLayerNorm": 2, "ZooLayerNormGrad": 2, "ZooBiasGelu": 1, "ZooBiasGeluGrad": 1,
+                      "ZooDropout": 4, "ZooAttentionSoftmax": 1, "ZooAttentionSoftmaxGrad": 1}.items():
+        assert ops.count(op) == count, (op, sorted(set(o for o in ops if o.startswith("Zoo"))))
+    inference = tf.function(lambda t: block(t, training=False)).get_concrete_function(x).graph
+    assert not [op.type for op in inference.get_operations() if op.type.startswith("Zoo")]
+    # Inside an XLA compilation (jit_compile, TPUs) the islands' / plain ops run: XLA has no kernel for Zoo* ops.
+    loss, grads = tf.function(_block_step(block, x), jit_compile=True)(x)
+    assert np.isfinite(float(loss)) and all(g is not None for g in grads)
+
+    @tf.function(jit_compile=True)
+    def probe():
+        return tf.constant(native.layer_ops(tf.float32) is None)
+
+    assert bool(probe())
+    assert native.layer_ops(tf.float16) is None and native.layer_ops(tf.float32) is not None
+
+
+@pytest.mark.parametrize("policy,tol", [("float32", 1e-5), ("mixed_bfloat16", 5e-2)])
+def test_training_steps_match_between_native_kernels_and_islands(library, monkeypatch, policy, tol):
+    """Three SGD steps of a Transformer block with dropout: the same masks, so the same losses and weights."""
+    from zoo.layers import TransformerBlock
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        results = []
+        for use_native in ("1", "0"):
+            monkeypatch.setenv("ZOO_NATIVE_KERNELS", use_native)
+            keras.utils.set_random_seed(4)
+            block = TransformerBlock(num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.2)
+            x = tf.random.stateless_normal([3, 9, 32], seed=[1, 2])
+            block(x)
+            step = tf.function(_block_step(block, x))
+            losses = []
+            for _ in range(3):
+                loss, grads = step(x)
+                losses.append(float(loss))
+                for v, g in zip(block.trainable_variables, grads):
+                    v.assign_sub(1e-3 * tf.cast(g, v.dtype))
+            results.append((losses, [v.numpy() for v in block.trainable_variables]))
+            ops = [op.type for op in step.get_concrete_function(x).graph.get_operations()]
+            assert ("ZooLayerNorm" in ops) == (use_native == "1")
+        (native_losses, native_weights), (island_losses, island_weights) = results
+        np.testing.assert_allclose(native_losses, island_losses, rtol=tol)
+        for a, b in zip(native_weights, island_weights):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

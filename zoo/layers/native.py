@@ -1,0 +1,36 @@
+"""The native CPU kernels of a training step's memory-bound passes (zoo/kernels/layer_ops.cc), where they apply.
+
+Layer norm, bias + GELU, dropout and the attention softmax each have three forms: the native kernel (one
+multithreaded pass per direction, float32 maths, column sums accumulated inside), the XLA island (one XLA:CPU
+loop; zoo/layers/islands.py) and the plain TF ops. At BERT-base shapes in bf16 on the AMX Xeon the native
+forward + backward took 0.3-0.8x the islands' time (softmax 4.6 vs 7.1 ms, layer norm 1.9 vs 3.4 ms plus the two
+column-sum matmuls, dropout 0.56 vs 1.0 ms; GELU about even; benchmarks/RESULTS.md). The kernels compute the
+islands' maths and the same dropout masks (tests/test_layers_native.py compares them).
+
+`layer_ops()` returns the op library only where a native kernel can run and nothing else is expected: a CPU-only
+machine, outside any XLA compilation (a whole-step XLA compile, a `jit_compile=True` function, TPUs), with
+ZOO_NATIVE_KERNELS unset or 1 and a C++ compiler available (zoo/kernels). Elsewhere callers take their island.
+Inference never calls these paths, so exports never contain the ops (zoo.export also refuses Zoo* ops).
+"""
+
+import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
+
+from zoo import kernels
+from zoo.layers.islands import in_whole_step_xla
+
+NATIVE_DTYPES = (tf.float32, tf.bfloat16)
+
+
+def layer_ops(*dtypes):
+    """The `layer_ops` op library, or None where the native kernels do not apply (see the module docstring).
+
+    dtypes: the dtypes of the tensors the kernels would read or write; any outside float32 / bfloat16 -> None.
+    """
+    if not kernels.enabled() or any(tf.as_dtype(d) not in NATIVE_DTYPES for d in dtypes):
+        return None
+    if in_whole_step_xla() or control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return None
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return None
+    return kernels.load("layer_ops")
