@@ -321,9 +321,9 @@ def test_attention_softmax_islands_equal_autodiff_of_the_plain_ops(dtype, tol, w
         with tf.GradientTape() as tape:
             tape.watch(scores)
             if fused:
-                probs = attention_softmax_for_training(scores, bias, seed, threshold)
+                probs = attention_softmax_for_training(scores, bias, seed, threshold, scale=0.3)
             else:
-                probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32) + bias), dtype)
+                probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32) * 0.3 + bias), dtype)
                 probs = probs if keep is None else probs * keep
         results.append((probs, tape.gradient(probs, scores, output_gradients=dy)))
     (probs, grad), (want_probs, want_grad) = results

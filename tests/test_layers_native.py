@@ -83,14 +83,31 @@ def test_attention_softmax_kernels_equal_the_islands(library, dtype, tol, bias_s
     scores = _normal([2, 3, 5, 37], 9, dtype, 4.0)
     bias = tf.where(_normal(bias_shape, 10) > 0.8, -1e9, 0.0)
     seed, dy = tf.constant([5, 6], tf.int32), _normal([2, 3, 5, 37], 11, dtype)
-    probs, p = library.zoo_attention_softmax(scores, bias, seed, threshold=threshold)
-    want_probs, want_p = softmax._forward_xla(scores, bias, seed, threshold, dtype)
+    scale = 0.37
+    probs, p = library.zoo_attention_softmax(scores, bias, seed, threshold=threshold, scale=scale)
+    want_probs, want_p = softmax._forward_xla(scores, bias, seed, threshold, dtype, tf.constant(scale))
     assert probs.dtype == dtype and p.dtype == tf.float32
     _close(p, want_p, 1e-6)
     _close(probs, want_probs, tol)
     np.testing.assert_array_equal(probs.numpy() == 0, want_probs.numpy() == 0)  # the same dropped and masked keys
-    _close(library.zoo_attention_softmax_grad(p, dy, seed, threshold=threshold),
-           softmax._backward_xla(want_p, seed, threshold, dy), 4 * tol)
+    _close(library.zoo_attention_softmax_grad(p, dy, seed, threshold=threshold, scale=scale),
+           softmax._backward_xla(want_p, seed, threshold, dy, tf.constant(scale)), 4 * tol)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("threshold", [0, 6554])
+def test_fused_dropout_add_layer_norm_equals_its_three_ops(library, dtype, tol, threshold):
+    h, x = _normal([4, 6, 37], 12, dtype, 2.0), _normal([4, 6, 37], 13, dtype)
+    gamma, beta, seed = _normal([37], 14) + 1, _normal([37], 15), tf.constant([9, -3], tf.int32)
+    y, total, mean, inv_std = library.zoo_dropout_add_layer_norm(h, x, gamma, beta, seed, threshold=threshold,
+                                                                  epsilon=1e-12)
+    want_total = x + (dropout._apply_keep_scale(h, seed, threshold) if threshold else h)
+    np.testing.assert_array_equal(total.numpy(), want_total.numpy())  # each step rounded to dtype, as the ops
+    want_y, want_mean, want_inv = library.zoo_layer_norm(want_total, gamma, beta, epsilon=1e-12)
+    np.testing.assert_array_equal(y.numpy(), want_y.numpy())
+    np.testing.assert_array_equal(mean.numpy(), want_mean.numpy())
+    np.testing.assert_array_equal(inv_std.numpy(), want_inv.numpy())
+    _close(y, normalization._forward_xla(want_total, gamma, beta, tf.constant(1e-12))[0], tol)
 
 
 def test_kernels_reject_bad_inputs_with_a_clear_message(library):
@@ -137,8 +154,11 @@ def test_transformer_block_runs_the_native_kernels_in_training_only_and_never_un
     ops = [op.type for op in graph.get_operations()]
     for fn in graph._functions.values():  # noqa: SLF001 (custom gradients live in nested functions)
         ops += [node.op for node in fn.definition.node_def]
-    for op, count in {"ZooLayerNorm": 2, "ZooLayerNormGrad": 2, "ZooBiasGelu": 1, "ZooBiasGeluGrad": 1,
-                      "ZooDropout": 4, "ZooAttentionSoftmax": 1, "ZooAttentionSoftmaxGrad": 1}.items():
+    # Both residual connections are one fused forward op each; their backward is the layer norm's gradient and
+    # the dropout mask on the branch's share. The attention dropout is inside the softmax kernels.
+    for op, count in {"ZooDropoutAddLayerNorm": 2, "ZooLayerNorm": 0, "ZooLayerNormGrad": 2, "ZooBiasGelu": 1,
+                      "ZooBiasGeluGrad": 1, "ZooDropout": 2, "ZooAttentionSoftmax": 1,
+                      "ZooAttentionSoftmaxGrad": 1}.items():
         assert ops.count(op) == count, (op, sorted(set(o for o in ops if o.startswith("Zoo"))))
     inference = tf.function(lambda t: block(t, training=False)).get_concrete_function(x).graph
     assert not [op.type for op in inference.get_operations() if op.type.startswith("Zoo")]
@@ -177,7 +197,7 @@ def test_training_steps_match_between_native_kernels_and_islands(library, monkey
                     v.assign_sub(1e-3 * tf.cast(g, v.dtype))
             results.append((losses, [v.numpy() for v in block.trainable_variables]))
             ops = [op.type for op in step.get_concrete_function(x).graph.get_operations()]
-            assert ("ZooLayerNorm" in ops) == (use_native == "1")
+            assert ("ZooDropoutAddLayerNorm" in ops) == (use_native == "1")
         (native_losses, native_weights), (island_losses, island_weights) = results
         np.testing.assert_allclose(native_losses, island_losses, rtol=tol)
         for a, b in zip(native_weights, island_weights):

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -289,6 +290,99 @@ REGISTER_OP("ZooLayerNormGrad")
     })
     .Doc("ZooLayerNorm's gradient; dgamma and dbeta are float32 column sums.");
 
+REGISTER_OP("ZooDropoutAddLayerNorm")
+    .Input("h: T")
+    .Input("x: T")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Input("seed: int32")
+    .Output("y: T")
+    .Output("sum: T")
+    .Output("mean: float")
+    .Output("inv_std: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("threshold: int")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle stats;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), -1, c->MakeDim(1), &stats));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
+      c->set_output(2, stats);
+      c->set_output(3, stats);
+      return absl::OkStatus();
+    })
+    .Doc("sum = x + dropout(h) (each rounded to T, as the separate ops); y = ZooLayerNorm(sum): a post-LN "
+         "Transformer's residual branch in one pass. ZooLayerNormGrad on sum and ZooDropout give its gradient.");
+
+// Normalizes the float32 row v (width h) in place; returns (mean, 1 / std).
+inline std::pair<float, float> NormalizeRow(float* __restrict__ v, int64_t h, const float* g, const float* b,
+                                            float epsilon) {
+  const float mu = RowSum(v, h) / static_cast<float>(h);
+  for (int64_t j = 0; j < h; ++j) v[j] -= mu;
+  const float inv = 1.0f / std::sqrt(RowDot(v, v, h) / static_cast<float>(h) + epsilon);
+  for (int64_t j = 0; j < h; ++j) v[j] = v[j] * inv * g[j] + b[j];
+  return {mu, inv};
+}
+
+template <typename T>
+class DropoutAddLayerNormOp : public OpKernel {
+ public:
+  explicit DropoutAddLayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &h_in = ctx->input(0), &x = ctx->input(1), &gamma = ctx->input(2), &beta = ctx->input(3);
+    OP_REQUIRES(ctx, h_in.shape() == x.shape(),
+                absl::InvalidArgumentError("ZooDropoutAddLayerNorm: h and x must have one shape; got " +
+                                           h_in.shape().DebugString() + " and " + x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckLastAxis(x, gamma, "gamma"));
+    OP_REQUIRES_OK(ctx, CheckLastAxis(x, beta, "beta"));
+    DropoutMask mask;
+    OP_REQUIRES_OK(ctx, MakeDropoutMask<T>(ctx->input(4), threshold_, &mask));
+    if (threshold_) OP_REQUIRES_OK(ctx, CheckElementCount(x));
+    Tensor *y, *sum, *mean, *inv_std;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x.shape(), &sum));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, RowStatisticsShape(x.shape()), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, RowStatisticsShape(x.shape()), &inv_std));
+    const int64_t h = x.dim_size(x.dims() - 1), rows = h ? x.NumElements() / h : 0;
+    if (rows == 0) return;
+    const T *h_data = h_in.flat<T>().data(), *x_data = x.flat<T>().data();
+    T *y_data = y->flat<T>().data(), *sum_data = sum->flat<T>().data();
+    const float *g = gamma.flat<float>().data(), *b = beta.flat<float>().data();
+    float *mean_data = mean->flat<float>().data(), *inv_data = inv_std->flat<float>().data();
+    const float epsilon = epsilon_;
+    const bool dropout = threshold_ != 0;
+    ParallelRows(ctx, rows, 12 * h, [=](int64_t begin, int64_t end) {
+      Scratch scratch(h, 3);
+      float* __restrict__ v = scratch.row(0);
+      float* __restrict__ residual = scratch.row(1);
+      float* __restrict__ keep = scratch.row(2);
+      for (int64_t r = begin; r < end; ++r) {
+        Io<T>::Load(h_data + r * h, v, h);
+        Io<T>::Load(x_data + r * h, residual, h);
+        if (dropout) {
+          mask.Fill(r * h, h, keep);
+          for (int64_t j = 0; j < h; ++j) v[j] = Io<T>::Round(v[j] * keep[j]);
+        }
+        for (int64_t j = 0; j < h; ++j) v[j] = Io<T>::Round(residual[j] + v[j]);
+        Io<T>::Store(v, sum_data + r * h, h);
+        const auto stats = NormalizeRow(v, h, g, b, epsilon);
+        Io<T>::Store(v, y_data + r * h, h);
+        mean_data[r] = stats.first;
+        inv_data[r] = stats.second;
+      }
+    });
+  }
+
+ private:
+  int threshold_;
+  float epsilon_;
+};
+
 template <typename T>
 class LayerNormOp : public OpKernel {
  public:
@@ -314,14 +408,10 @@ class LayerNormOp : public OpKernel {
       float* __restrict__ v = scratch.row(0);
       for (int64_t r = begin; r < end; ++r) {
         Io<T>::Load(x_data + r * h, v, h);
-        const float mu = RowSum(v, h) / static_cast<float>(h);
-        for (int64_t j = 0; j < h; ++j) v[j] -= mu;
-        const float squares = RowDot(v, v, h);
-        const float inv = 1.0f / std::sqrt(squares / static_cast<float>(h) + epsilon);
-        for (int64_t j = 0; j < h; ++j) v[j] = v[j] * inv * g[j] + b[j];
+        const auto stats = NormalizeRow(v, h, g, b, epsilon);
         Io<T>::Store(v, y_data + r * h, h);
-        mean_data[r] = mu;
-        inv_data[r] = inv;
+        mean_data[r] = stats.first;
+        inv_data[r] = stats.second;
       }
     });
   }
@@ -536,6 +626,7 @@ class DropoutOp : public OpKernel {
 
  private:
   int threshold_;
+  float scale_ = 1.0f;
 };
 
 // ---- attention softmax --------------------------------------------------------------------------------------
@@ -548,12 +639,13 @@ REGISTER_OP("ZooAttentionSoftmax")
     .Output("p: float")
     .Attr("T: {float, bfloat16}")
     .Attr("threshold: int")
+    .Attr("scale: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(0));
       return absl::OkStatus();
     })
-    .Doc("p = softmax(scores + bias) over the last axis in float32; probs = T(p) dropped out (threshold 0: none).");
+    .Doc("p = softmax(scores * scale + bias) over the last axis in float32; probs = T(p) dropped out.");
 
 REGISTER_OP("ZooAttentionSoftmaxGrad")
     .Input("p: float")
@@ -562,11 +654,12 @@ REGISTER_OP("ZooAttentionSoftmaxGrad")
     .Output("dscores: T")
     .Attr("T: {float, bfloat16}")
     .Attr("threshold: int")
+    .Attr("scale: float = 1.0")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(1));
       return absl::OkStatus();
     })
-    .Doc("ZooAttentionSoftmax's gradient: p * (g - sum(g * p)), g = dy * keep mask in float32.");
+    .Doc("ZooAttentionSoftmax's gradient: scale * p * (g - sum(g * p)), g = dy * keep mask in float32.");
 
 // Per-axis strides of a bias broadcast against [B, N, T, S] (0 along its size-1 axes).
 absl::Status BiasStrides(const Tensor& scores, const Tensor& bias, int64_t strides[4]) {
@@ -593,6 +686,7 @@ class AttentionSoftmaxOp : public OpKernel {
  public:
   explicit AttentionSoftmaxOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES_OK(c, c->GetAttr("scale", &scale_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -614,6 +708,7 @@ class AttentionSoftmaxOp : public OpKernel {
     float* p_data = p->flat<float>().data();
     const bool dropout = threshold_ != 0;
     const int64_t sb0 = strides[0], sb1 = strides[1], sb2 = strides[2], sb3 = strides[3];
+    const float scale = scale_;
     ParallelRows(ctx, rows, 30 * s, [=](int64_t begin, int64_t end) {
       Scratch scratch(s, 3);
       float* __restrict__ v = scratch.row(0);
@@ -624,9 +719,9 @@ class AttentionSoftmaxOp : public OpKernel {
         const float* b = bias_data + example * sb0 + head * sb1 + q * sb2;
         Io<T>::Load(in + r * s, v, s);
         if (sb3) {
-          for (int64_t j = 0; j < s; ++j) v[j] += b[j];
+          for (int64_t j = 0; j < s; ++j) v[j] = v[j] * scale + b[j];
         } else {
-          for (int64_t j = 0; j < s; ++j) v[j] += b[0];
+          for (int64_t j = 0; j < s; ++j) v[j] = v[j] * scale + b[0];
         }
         const float top = RowMax(v, s);
         for (int64_t j = 0; j < s; ++j) v[j] -= top;
@@ -648,6 +743,7 @@ class AttentionSoftmaxOp : public OpKernel {
 
  private:
   int threshold_;
+  float scale_ = 1.0f;
 };
 
 template <typename T>
@@ -655,6 +751,7 @@ class AttentionSoftmaxGradOp : public OpKernel {
  public:
   explicit AttentionSoftmaxGradOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES_OK(c, c->GetAttr("scale", &scale_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -672,6 +769,7 @@ class AttentionSoftmaxGradOp : public OpKernel {
     const T* dy_data = dy.flat<T>().data();
     T* out = dscores->flat<T>().data();
     const bool dropout = threshold_ != 0;
+    const float scale = scale_;
     ParallelRows(ctx, rows, 12 * s, [=](int64_t begin, int64_t end) {
       Scratch scratch(s, 2);
       float* __restrict__ g = scratch.row(0);
@@ -684,7 +782,7 @@ class AttentionSoftmaxGradOp : public OpKernel {
           for (int64_t j = 0; j < s; ++j) g[j] = Io<T>::Round(g[j] * keep[j]);
         }
         const float dot = RowDot(g, pr, s);
-        for (int64_t j = 0; j < s; ++j) g[j] = pr[j] * (g[j] - dot);
+        for (int64_t j = 0; j < s; ++j) g[j] = pr[j] * (g[j] - dot) * scale;
         Io<T>::Store(g, out + r * s, s);
       }
     });
@@ -692,6 +790,7 @@ class AttentionSoftmaxGradOp : public OpKernel {
 
  private:
   int threshold_;
+  float scale_ = 1.0f;
 };
 
 // ---- registration -------------------------------------------------------------------------------------------
@@ -699,6 +798,8 @@ class AttentionSoftmaxGradOp : public OpKernel {
 #define ZOO_REGISTER(type)                                                                                        \
   REGISTER_KERNEL_BUILDER(Name("ZooLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),          \
                           LayerNormOp<type>);                                                                     \
+  REGISTER_KERNEL_BUILDER(Name("ZooDropoutAddLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"), \
+                          DropoutAddLayerNormOp<type>);                                                           \
   REGISTER_KERNEL_BUILDER(Name("ZooLayerNormGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),      \
                           LayerNormGradOp<type>);                                                                 \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasGelu").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),           \

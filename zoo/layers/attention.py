@@ -139,10 +139,17 @@ class MultiHeadAttention(keras.layers.Layer):
         # scores, no select in the forward or backward pass.
         bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
         if training:
-            scores = tf.linalg.matmul(query * scale, key, adjoint_b=True)  # [B, N, T, T]
-            # Softmax, cast and dropout as XLA islands; inference and exports run `attention_for_inference`.
+            # The scale is applied inside the softmax kernel (one pass less each way), except in float16, whose
+            # unscaled products could overflow.
+            softmax_scale = 1.0 if query.dtype == "float16" else 1.0 / self.head_dim**0.5
+            if query.dtype == "float16":
+                query = query * scale
+            scores = tf.linalg.matmul(query, key, adjoint_b=True)  # [B, N, T, T]
+            # Scale, softmax, cast and dropout in one kernel each way (native or XLA island); inference and
+            # exports run `attention_for_inference`.
             probs = attention_softmax_for_training(scores, bias, self.dropout_layer.next_seed(training=True),
-                                                   self.dropout_layer.threshold, dtype=value.dtype)
+                                                   self.dropout_layer.threshold, dtype=value.dtype,
+                                                   scale=softmax_scale)
             context = ops.matmul(probs, value)  # [B, N, T, D]
         else:
             context = attention_for_inference(query, key, value, bias, scale)

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from zoo.layers import native
+from zoo.layers.dropout import check_size
 from zoo.layers.islands import in_whole_step_xla, xla_island
 from zoo.layers.reductions import column_sum
 
@@ -111,6 +112,45 @@ class LayerNormalization(keras.layers.LayerNormalization):
         axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
         last = len(inputs.shape) - 1
         return self.center and self.scale and not self.rms_scaling and [a % (last + 1) for a in axes] == [last]
+
+    def add_and_normalize(self, x, branch, dropout, training=False):
+        """`self(x + dropout(branch))`: a post-LN Transformer's residual connection.
+
+        In CPU training with the native kernels (zoo/layers/native.py) the dropout, the add and the normalization
+        are one pass (`ZooDropoutAddLayerNorm`: the separate dropout and add passes over [B, T, H] and their
+        intermediate tensor are gone); elsewhere the three layers' own paths, with the same dropout mask.
+
+        Args:
+          x: float [..., H], the residual; branch: float [..., H]; dropout: the branch's `zoo.layers.Dropout`.
+
+        Returns:
+          [..., H] in the layer's compute dtype.
+        """
+        library = native.layer_ops(self.compute_dtype) if training and self._islands_apply(x) else None
+        if library is None:
+            return self(x + dropout(branch, training=training), training=training)
+        seed = dropout.next_seed(training)
+        threshold = dropout.threshold if seed is not None else 0
+        seed = seed if threshold else tf.zeros([2], tf.int32)
+        if threshold:
+            check_size(branch)
+        x, branch = tf.cast(x, self.compute_dtype), tf.cast(branch, self.compute_dtype)
+        gamma, beta = tf.cast(tf.convert_to_tensor(self.gamma), tf.float32), tf.cast(tf.convert_to_tensor(self.beta), tf.float32)
+        epsilon = float(self.epsilon)
+
+        @tf.custom_gradient
+        def dropout_add_layer_norm(branch, x, gamma, beta):
+            y, total, mean, inv_std = library.zoo_dropout_add_layer_norm(branch, x, gamma, beta, seed,
+                                                                          threshold=threshold, epsilon=epsilon)
+
+            def grad(dy):
+                dtotal, dgamma, dbeta = library.zoo_layer_norm_grad(total, mean, inv_std, gamma, tf.cast(dy, x.dtype))
+                dbranch = library.zoo_dropout(dtotal, seed, threshold=threshold) if threshold else dtotal
+                return dbranch, dtotal, dgamma, dbeta
+
+            return y, grad
+
+        return dropout_add_layer_norm(branch, x, gamma, beta)
 
     def call(self, inputs, training=False):
         if not self._islands_apply(inputs):

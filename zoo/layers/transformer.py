@@ -76,7 +76,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, x, attention_mask=None, training=False):
         attended = self.attention(x, attention_mask=attention_mask, training=training)
-        x = self.attention_norm(x + self.attention_dropout(attended, training=training), training=training)
+        x = self.attention_norm.add_and_normalize(x, attended, self.attention_dropout, training=training)
         # The feed-forward runs on [B*T, H] rows. At inference a 2-D MatMul sits right next to its bias add and
         # GELU, which oneDNN fuses (on [B, T, H] a reshape between them blocks that). In training the bias is
         # added inside the GELU islands, so the MatMul stays oneDNN's AMX matmul (zoo/layers/dense.py).
@@ -87,7 +87,7 @@ class TransformerBlock(keras.layers.Layer):
             h = self.intermediate(rows, training=training)  # [B*T, F]
             h = self._train_activation(h) if training else self._inference_activation(h)
         h = ops.reshape(self.ffn_output(h, training=training), ops.shape(x))  # [B, T, H]
-        return self.ffn_norm(x + self.ffn_dropout(h, training=training), training=training)
+        return self.ffn_norm.add_and_normalize(x, h, self.ffn_dropout, training=training)
 
     def get_config(self):
         config = super().get_config()
