@@ -122,6 +122,20 @@ def test_inference_kernels_tiny(inference_kernels):
     assert "after/before" in stdout
 
 
+def test_training_kernels_tiny(tmp_path):
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++: the native kernels cannot build, there is nothing to compare")
+    stdout, data, _ = _run("benchmarks.training_kernels", tmp_path)
+    kernels = {(r["kernel"], r["dtype"]) for r in data["rows"]}
+    assert kernels == {(k, d) for k in ("layer_norm", "residual_layer_norm", "gelu", "dropout", "attention_softmax")
+                       for d in ("bfloat16", "float32")}
+    for row in data["rows"]:
+        _positive(row, "islands_ms", "native_ms", "ratio")
+    assert "native/islands" in stdout
+
+
 def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, inference_kernels, tmp_path):
     from benchmarks import plot_results
 

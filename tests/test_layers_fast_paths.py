@@ -560,3 +560,20 @@ def test_export_op_check_refuses_the_native_training_ops_even_once_loaded():
 
     _native_adamw_or_skip()  # loaded: ZooApplyAdamW is now in this process's op registry
     assert disallowed_ops(["ZooApplyAdamW", "MatMul"]) == ["ZooApplyAdamW"]
+
+
+def test_gather_positions_equals_take_along_axis_with_its_gradient():
+    from zoo.layers import gather_positions
+
+    sequence = tf.random.stateless_normal([3, 7, 5], seed=[1, 1])
+    positions = tf.constant([[0, 6, 2, 0], [1, 1, 3, 5], [6, 5, 4, 0]])  # repeats: their gradients add up
+    dy = tf.random.stateless_normal([3, 4, 5], seed=[2, 2])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(sequence)
+        ours = gather_positions(sequence, positions)
+        reference = keras.ops.take_along_axis(sequence, positions[..., None], axis=1)
+    np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+    got = tf.convert_to_tensor(tape.gradient(ours, sequence, output_gradients=dy))
+    want = tf.convert_to_tensor(tape.gradient(reference, sequence, output_gradients=dy))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert float(tf.reduce_sum(tf.abs(got[0, 0]))) > 0 and float(tf.reduce_sum(tf.abs(got[0, 1]))) == 0

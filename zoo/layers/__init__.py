@@ -1,4 +1,4 @@
-"""Leaf building blocks shared by every family (BERT, GPT, ELMo). Imports no other zoo module."""
+"""Building blocks shared by every family (BERT, GPT, ELMo). Imports no zoo module but zoo.kernels (native ops)."""
 
 from zoo.layers.activations import gelu
 from zoo.layers.attention import MultiHeadAttention, make_attention_mask
