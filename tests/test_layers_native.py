@@ -110,34 +110,6 @@ def test_fused_dropout_add_layer_norm_equals_its_three_ops(library, dtype, tol, 
     _close(y, normalization._forward_xla(want_total, gamma, beta, tf.constant(1e-12))[0], tol)
 
 
-@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
-def test_transpose_kernel_equals_tf_transpose(library, dtype):
-    for shape in [(37, 101), (8, 8), (1, 5), (64, 3), (40, 24), (0, 4)]:  # SSE2 8 x 8 blocks and the edges
-        x = tf.cast(tf.reshape(tf.range(np.prod(shape)), shape), dtype)
-        np.testing.assert_array_equal(library.zoo_transpose(x).numpy(), tf.transpose(x).numpy())
-
-
-@pytest.mark.parametrize("units", [24, 8])
-def test_dense_kernel_gradient_from_the_pretransposed_input_equals_autodiff(library, units):
-    from zoo.layers.dense import matmul_for_training
-
-    x, kernel = _normal([2, 5, 8], 16), _normal([8, units], 17)
-    dy = _normal([2, 5, units], 18)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, kernel])
-        ours, reference = matmul_for_training(x, kernel), tf.einsum("btd,df->btf", x, kernel)
-    assert ours.shape == reference.shape
-    _close(ours, reference, 1e-5)
-    for a, b in zip(tape.gradient(ours, [x, kernel], output_gradients=dy),
-                    tape.gradient(reference, [x, kernel], output_gradients=dy)):
-        _close(a, b, 1e-5)
-    graph = tf.function(lambda x, k: tf.gradients(matmul_for_training(x, k), [k])).get_concrete_function(x, kernel).graph
-    ops = [op.type for op in graph.get_operations()]
-    for fn in graph._functions.values():  # noqa: SLF001
-        ops += [node.op for node in fn.definition.node_def]
-    assert ("ZooTranspose" in ops) == (units == 24)  # 8 x 24 has aspect 3; 8 x 8 keeps TF's own gradient
-
-
 def test_kernels_reject_bad_inputs_with_a_clear_message(library):
     x = tf.ones([4, 8])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \[H\]"):
@@ -183,11 +155,10 @@ def test_transformer_block_runs_the_native_kernels_in_training_only_and_never_un
     for fn in graph._functions.values():  # noqa: SLF001 (custom gradients live in nested functions)
         ops += [node.op for node in fn.definition.node_def]
     # Both residual connections are one fused forward op each; their backward is the layer norm's gradient and
-    # the dropout mask on the branch's share. The attention dropout is inside the softmax kernels. The qkv (8 x 24)
-    # and the two feed-forward kernels (8 x 16, 16 x 8) take their gradient from a pre-transposed input.
+    # the dropout mask on the branch's share. The attention dropout is inside the softmax kernels.
     for op, count in {"ZooDropoutAddLayerNorm": 2, "ZooLayerNorm": 0, "ZooLayerNormGrad": 2, "ZooBiasGelu": 1,
                       "ZooBiasGeluGrad": 1, "ZooDropout": 2, "ZooAttentionSoftmax": 1,
-                      "ZooAttentionSoftmaxGrad": 1, "ZooTranspose": 3}.items():
+                      "ZooAttentionSoftmaxGrad": 1}.items():
         assert ops.count(op) == count, (op, sorted(set(o for o in ops if o.startswith("Zoo"))))
     inference = tf.function(lambda t: block(t, training=False)).get_concrete_function(x).graph
     assert not [op.type for op in inference.get_operations() if op.type.startswith("Zoo")]

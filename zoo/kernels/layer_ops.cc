@@ -31,9 +31,6 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "unsupported/Eigen/SpecialFunctions"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -796,85 +793,6 @@ class AttentionSoftmaxGradOp : public OpKernel {
   float scale_ = 1.0f;
 };
 
-// ---- 2-D transpose ------------------------------------------------------------------------------------------
-
-REGISTER_OP("ZooTranspose")
-    .Input("x: T")
-    .Output("y: T")
-    .Attr("T: {float, bfloat16}")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle x;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-      c->set_output(0, c->Matrix(c->Dim(x, 1), c->Dim(x, 0)));
-      return absl::OkStatus();
-    })
-    .Doc("y = x^T of a matrix (a Dense layer's input, pre-transposed for its kernel gradient's matmul).");
-
-// Transposes the 8 x 8 block of 16-bit values at in (row stride in_stride) into out (row stride out_stride):
-// three rounds of SSE2 unpacks, 24 shuffles per 64 values.
-inline void Transpose8x8(const uint16_t* in, int64_t in_stride, uint16_t* out, int64_t out_stride) {
-#if defined(__SSE2__)
-  __m128i a[8], b[8], c[8];
-  for (int i = 0; i < 8; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i * in_stride));
-  for (int i = 0; i < 4; ++i) {
-    b[2 * i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
-    b[2 * i + 1] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {  // rows 4i .. 4i + 3
-    c[4 * i] = _mm_unpacklo_epi32(b[4 * i], b[4 * i + 2]);
-    c[4 * i + 1] = _mm_unpackhi_epi32(b[4 * i], b[4 * i + 2]);
-    c[4 * i + 2] = _mm_unpacklo_epi32(b[4 * i + 1], b[4 * i + 3]);
-    c[4 * i + 3] = _mm_unpackhi_epi32(b[4 * i + 1], b[4 * i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * i) * out_stride), _mm_unpacklo_epi64(c[i], c[4 + i]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * i + 1) * out_stride), _mm_unpackhi_epi64(c[i], c[4 + i]));
-  }
-#else
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) out[j * out_stride + i] = in[i * in_stride + j];
-#endif
-}
-
-template <typename T>
-class TransposeOp : public OpKernel {
- public:
-  explicit TransposeOp(OpKernelConstruction* c) : OpKernel(c) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    OP_REQUIRES(ctx, x.dims() == 2,
-                absl::InvalidArgumentError("ZooTranspose: x must be a matrix, got " + x.shape().DebugString()));
-    const int64_t rows = x.dim_size(0), cols = x.dim_size(1);
-    Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({cols, rows}), &y));
-    if (rows == 0 || cols == 0) return;
-    constexpr int64_t kBand = 32;  // input rows per work unit: 32 x cols in, 32-wide runs of every output row out
-    const T* in = x.flat<T>().data();
-    T* out = y->flat<T>().data();
-    ParallelRows(ctx, (rows + kBand - 1) / kBand, 4 * kBand * cols, [=](int64_t begin, int64_t end) {
-      for (int64_t band = begin; band < end; ++band) {
-        const int64_t r0 = band * kBand, r1 = std::min(rows, r0 + kBand);
-        int64_t r_end = r0;  // the 8-row blocks are done with SSE2, the rows left over element by element
-        if (sizeof(T) == 2) {
-          const uint16_t* src = reinterpret_cast<const uint16_t*>(in);
-          uint16_t* dst = reinterpret_cast<uint16_t*>(out);
-          r_end = r0 + (r1 - r0) / 8 * 8;
-          // Columns outer, the band's row blocks inner: each output row's 64-byte run is finished before the
-          // next 8 columns (output rows 4 kB apart alias in L1; revisiting them later re-reads each line).
-          int64_t c = 0;
-          for (; c + 8 <= cols; c += 8)
-            for (int64_t r = r0; r < r_end; r += 8) Transpose8x8(src + r * cols + c, cols, dst + c * rows + r, rows);
-          for (; c < cols; ++c)
-            for (int64_t r = r0; r < r_end; ++r) dst[c * rows + r] = src[r * cols + c];
-        }
-        for (int64_t c = 0; c < cols; ++c)
-          for (int64_t r = r_end; r < r1; ++r) out[c * rows + r] = in[r * cols + c];
-      }
-    });
-  }
-};
-
 // ---- registration -------------------------------------------------------------------------------------------
 
 #define ZOO_REGISTER(type)                                                                                        \
@@ -888,8 +806,6 @@ class TransposeOp : public OpKernel {
                           BiasGeluOp<type>);                                                                      \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasGeluGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),       \
                           BiasGeluGradOp<type>);                                                                  \
-  REGISTER_KERNEL_BUILDER(Name("ZooTranspose").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),          \
-                          TransposeOp<type>);                                                                     \
   REGISTER_KERNEL_BUILDER(Name("ZooDropout").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),            \
                           DropoutOp<type>);                                                                       \
   REGISTER_KERNEL_BUILDER(Name("ZooAttentionSoftmax").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),   \

@@ -14,16 +14,8 @@ in-process A/B on the AMX Xeon.) Inference runs Keras' own forward (oneDNN fuses
 import keras
 import tensorflow as tf
 
-from zoo.layers import native
 from zoo.layers.islands import xla_island
 from zoo.layers.reductions import column_sum
-
-# oneDNN's bf16 matmul with a transposed left operand (TF's kernel gradient x^T @ dy) ran at ~75-80 % of its
-# speed on plain operands at BERT-base shapes; a native transpose first (ZooTranspose, ~0.4 ms per [2048, 768]
-# bf16, 1.2 ms per [2048, 3072]) made the whole kernel gradient 0.85x as long for [768, 2304], [768, 3072] and
-# [3072, 768] kernels and changed nothing for [768, 768] (AMX Xeon, ad hoc, both in one process). So the
-# pre-transposed form is taken where one side of the kernel is at least twice the other.
-PRETRANSPOSE_MIN_ASPECT = 2
 
 
 @xla_island
@@ -41,31 +33,6 @@ def bias_add_for_training(x, bias):
     the fused kernel took 30.9 ms against 20.8 ms for the plain MatMul (ONEDNN_VERBOSE shows the two primitives).
     """
     return _bias_add_xla(x, bias), lambda dy: (dy, column_sum(dy))
-
-
-def matmul_for_training(x, kernel):
-    """x [..., D] @ kernel [D, F] -> [..., F] (one dtype), whose kernel gradient may multiply a pre-transposed x.
-
-    With the native kernels (zoo/layers/native.py) and a kernel of aspect PRETRANSPOSE_MIN_ASPECT or more, the
-    gradient is dx = dy @ kernel^T and dkernel = ZooTranspose(x) @ dy (plain operands for oneDNN); otherwise
-    this is TF's matmul and its own gradient.
-    """
-    d, f = kernel.shape
-    library = native.layer_ops(x.dtype) if kernel.dtype == x.dtype else None
-    if library is None or None in (d, f) or max(d, f) < PRETRANSPOSE_MIN_ASPECT * min(d, f):
-        return keras.ops.matmul(x, kernel)
-    rows = tf.reshape(x, [-1, d])
-
-    @tf.custom_gradient
-    def matmul(rows, kernel):
-        def grad(dy):
-            dy = tf.cast(dy, rows.dtype)
-            return tf.matmul(dy, kernel, transpose_b=True), tf.matmul(library.zoo_transpose(rows), dy)
-
-        return tf.matmul(rows, kernel), grad
-
-    out = tf.reshape(matmul(rows, kernel), tf.concat([tf.shape(x)[:-1], [f]], 0))
-    return tf.ensure_shape(out, x.shape[:-1].concatenate([f]))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -86,7 +53,7 @@ class Dense(keras.layers.Dense):
     def matmul(self, inputs):
         """inputs [..., D] @ kernel -> [..., F] in the compute dtype, without the bias, for a caller that adds
         `self.bias` inside a kernel of its own (`gelu_for_training(layer.matmul(x), layer.bias)`); see `defers_bias`."""
-        return matmul_for_training(tf.cast(inputs, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
+        return keras.ops.matmul(tf.cast(inputs, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
 
     def _is_modified(self):
         return bool(getattr(self, "lora_enabled", False) or self.quantization_mode)
@@ -94,7 +61,5 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=False):
         if not training or self.bias is None or self._is_modified():
             return super().call(inputs)
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        x = bias_add_for_training(matmul_for_training(tf.cast(inputs, self.compute_dtype), kernel),
-                                  tf.cast(self.bias, self.compute_dtype))
+        x = bias_add_for_training(keras.ops.matmul(inputs, self.kernel), tf.cast(self.bias, self.compute_dtype))
         return x if self.activation is None else self.activation(x)
