@@ -99,43 +99,15 @@ class Scratch {
   std::vector<float, Eigen::aligned_allocator<float>> data_;
 };
 
-// Row reductions in 16 independent lanes: vectorized whatever the compiler's reduction heuristics (a serial
-// max over a 128-float row was half of the softmax's time), summed in a fixed order.
-constexpr int kLanes = 16;
+// Row reductions through Eigen's packet reductions (vectorized, a fixed tree order; plain loops here came out
+// scalar, and a serial max over a 128-float row was half of the softmax's time).
+inline float RowSum(const float* v, int64_t n) { return Eigen::Map<const Eigen::ArrayXf>(v, n).sum(); }
 
-inline float RowSum(const float* __restrict__ v, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] += v[j + k];
-  for (int k = 0; j < n; ++j, ++k) lanes[k] += v[j];
-  float sum = 0.0f;
-  for (int k = 0; k < kLanes; ++k) sum += lanes[k];
-  return sum;
+inline float RowDot(const float* a, const float* b, int64_t n) {
+  return (Eigen::Map<const Eigen::ArrayXf>(a, n) * Eigen::Map<const Eigen::ArrayXf>(b, n)).sum();
 }
 
-inline float RowDot(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] += a[j + k] * b[j + k];
-  for (int k = 0; j < n; ++j, ++k) lanes[k] += a[j] * b[j];
-  float sum = 0.0f;
-  for (int k = 0; k < kLanes; ++k) sum += lanes[k];
-  return sum;
-}
-
-inline float RowMax(const float* __restrict__ v, int64_t n) {
-  float lanes[kLanes];
-  for (int k = 0; k < kLanes; ++k) lanes[k] = -INFINITY;
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] = lanes[k] > v[j + k] ? lanes[k] : v[j + k];
-  for (int k = 0; j < n; ++j, ++k) lanes[k] = lanes[k] > v[j] ? lanes[k] : v[j];
-  float top = -INFINITY;
-  for (int k = 0; k < kLanes; ++k) top = top > lanes[k] ? top : lanes[k];
-  return top;
-}
+inline float RowMax(const float* v, int64_t n) { return Eigen::Map<const Eigen::ArrayXf>(v, n).maxCoeff(); }
 
 inline uint32_t Mix32(uint32_t h) {  // murmur3's 32-bit finalizer
   h ^= h >> 16;
@@ -449,6 +421,7 @@ class LayerNormGradOp : public OpKernel {
       float* __restrict__ x_hat = scratch.row(0);
       float* __restrict__ d = scratch.row(1);
       float* __restrict__ gd = scratch.row(2);
+      const float* __restrict__ gain = g;  // a local copy: read through the closure, the loop stayed scalar
       for (int64_t block = block_begin; block < block_end; ++block) {
         float* __restrict__ dgamma_part = s->partial(block, 0);
         float* __restrict__ dbeta_part = s->partial(block, 1);
@@ -456,12 +429,12 @@ class LayerNormGradOp : public OpKernel {
           Io<T>::Load(x_data + r * h, x_hat, h);
           Io<T>::Load(dy_data + r * h, d, h);
           const float mu = mean_data[r], inv = inv_data[r];
-          for (int64_t j = 0; j < h; ++j) {
-            x_hat[j] = (x_hat[j] - mu) * inv;
-            gd[j] = d[j] * g[j];
-            dgamma_part[j] += d[j] * x_hat[j];
-            dbeta_part[j] += d[j];
-          }
+          // Eigen expressions: the same loop written out stayed scalar (g++ 12 found no vector type for it).
+          Array xh(x_hat, h), dd(d, h), gg(gd, h), dgamma_row(dgamma_part, h), dbeta_row(dbeta_part, h);
+          xh = (xh - mu) * inv;
+          gg = dd * Eigen::Map<const Eigen::ArrayXf>(gain, h);
+          dgamma_row += dd * xh;
+          dbeta_row += dd;
           const float mean_g = RowSum(gd, h) * inv_h, mean_g_x_hat = RowDot(gd, x_hat, h) * inv_h;
           for (int64_t j = 0; j < h; ++j) gd[j] = inv * (gd[j] - mean_g - x_hat[j] * mean_g_x_hat);
           Io<T>::Store(gd, dx_data + r * h, h);
