@@ -155,10 +155,11 @@ def test_transformer_block_runs_the_native_kernels_in_training_only_and_never_un
     for fn in graph._functions.values():  # noqa: SLF001 (custom gradients live in nested functions)
         ops += [node.op for node in fn.definition.node_def]
     # Both residual connections are one fused forward op each; their backward is the layer norm's gradient and
-    # the dropout mask on the branch's share. The attention dropout is inside the softmax kernels.
+    # the dropout mask on the branch's share. The attention dropout is inside the softmax kernels. The qkv,
+    # attention output and feed-forward output biases are ZooBiasAdd (the intermediate one is inside the GELU).
     for op, count in {"ZooDropoutAddLayerNorm": 2, "ZooLayerNorm": 0, "ZooLayerNormGrad": 2, "ZooBiasGelu": 1,
                       "ZooBiasGeluGrad": 1, "ZooDropout": 2, "ZooAttentionSoftmax": 1,
-                      "ZooAttentionSoftmaxGrad": 1}.items():
+                      "ZooAttentionSoftmaxGrad": 1, "ZooBiasAdd": 3}.items():
         assert ops.count(op) == count, (op, sorted(set(o for o in ops if o.startswith("Zoo"))))
     inference = tf.function(lambda t: block(t, training=False)).get_concrete_function(x).graph
     assert not [op.type for op in inference.get_operations() if op.type.startswith("Zoo")]
@@ -204,3 +205,22 @@ def test_training_steps_match_between_native_kernels_and_islands(library, monkey
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_bias_add_kernel_equals_the_island_and_sums_its_gradient_in_float32(library, monkeypatch, dtype, tol):
+    from zoo.layers.dense import bias_add_for_training
+
+    x, bias, dy = _normal([3, 4, 37], 19, dtype), _normal([37], 20), _normal([3, 4, 37], 21, dtype)
+    results = []
+    for use_native in ("1", "0"):
+        monkeypatch.setenv("ZOO_NATIVE_KERNELS", use_native)
+        cast_bias = tf.cast(bias, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch([x, cast_bias])
+            y = bias_add_for_training(x, cast_bias)
+        results.append([y, *tape.gradient(y, [x, cast_bias], output_gradients=dy)])
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype
+        _close(got, want, tol)
+    _close(results[0][2], tf.reduce_sum(tf.cast(dy, tf.float32), axis=[0, 1]), 12 * tol)

@@ -557,6 +557,44 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
+// ---- bias add -----------------------------------------------------------------------------------------------
+
+REGISTER_OP("ZooBiasAdd")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn(SameShape)
+    .Doc("y = x + bias over the last axis, in float32 rounded once to T (a Dense layer's training bias add).");
+
+template <typename T>
+class BiasAddOp : public OpKernel {
+ public:
+  explicit BiasAddOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &x = ctx->input(0), &bias = ctx->input(1);
+    OP_REQUIRES_OK(ctx, CheckLastAxis(x, bias, "bias"));
+    Tensor* y;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    const int64_t f = x.dim_size(x.dims() - 1), rows = f ? x.NumElements() / f : 0;
+    if (rows == 0) return;
+    const T* x_data = x.flat<T>().data();
+    T* y_data = y->flat<T>().data();
+    const float* bias_data = bias.flat<float>().data();
+    ParallelRows(ctx, rows, 4 * f, [=](int64_t begin, int64_t end) {
+      Scratch scratch(f, 1);
+      float* __restrict__ v = scratch.row(0);
+      const float* __restrict__ b = bias_data;
+      for (int64_t r = begin; r < end; ++r) {
+        Io<T>::Load(x_data + r * f, v, f);
+        for (int64_t j = 0; j < f; ++j) v[j] += b[j];
+        Io<T>::Store(v, y_data + r * f, f);
+      }
+    });
+  }
+};
+
 // ---- dropout ------------------------------------------------------------------------------------------------
 
 REGISTER_OP("ZooDropout")
@@ -779,6 +817,8 @@ class AttentionSoftmaxGradOp : public OpKernel {
                           BiasGeluOp<type>);                                                                      \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasGeluGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),       \
                           BiasGeluGradOp<type>);                                                                  \
+  REGISTER_KERNEL_BUILDER(Name("ZooBiasAdd").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),            \
+                          BiasAddOp<type>);                                                                       \
   REGISTER_KERNEL_BUILDER(Name("ZooDropout").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),            \
                           DropoutOp<type>);                                                                       \
   REGISTER_KERNEL_BUILDER(Name("ZooAttentionSoftmax").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),   \
