@@ -43,9 +43,10 @@ def _cases(tf, keras, tiny, dtype):
     wide, wide_dy, bias = normal([rows, ffn]), normal([rows, ffn]), tf.Variable(tf.zeros([ffn]))
     scores, scores_dy = normal([batch, heads, tokens, tokens], 3.0), normal([batch, heads, tokens, tokens])
     mask = tf.where(tf.random.uniform([batch, 1, 1, tokens]) < 0.9, 0.0, -1e9)
-    norm = LayerNormalization(epsilon=1e-12, dtype=keras.DTypePolicy("mixed_bfloat16" if dtype == tf.bfloat16 else "float32"))
+    policy = keras.DTypePolicy("mixed_bfloat16" if dtype == tf.bfloat16 else "float32")  # as inside a model
+    norm = LayerNormalization(epsilon=1e-12, dtype=policy)
     norm.build([None, hidden])
-    dropout = Dropout(0.1, seed=1)
+    dropout = Dropout(0.1, seed=1, dtype=policy)
     seed = tf.constant([3, 4], tf.int32)
 
     def grads(fn, inputs, watched, out_grad):

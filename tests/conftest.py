@@ -42,9 +42,16 @@ def training_kernels(request, monkeypatch):
     if request.param == "islands":
         monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
         return request.param
-    from zoo import kernels
+    import tensorflow as tf
 
+    from zoo import kernels
+    from zoo.layers import native
+
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")
     if shutil.which("g++") is None:
         pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build; the islands are tested alone")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/native.py)")
     assert kernels.load("layer_ops") is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
+    assert native.layer_ops(tf.float32) is not None
     return request.param

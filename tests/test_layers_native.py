@@ -10,16 +10,23 @@ import pytest
 import tensorflow as tf
 
 from zoo import kernels
-from zoo.layers import activations, dropout, native, normalization, softmax
+from zoo.layers import Dropout, activations, dropout, native, normalization, softmax
 
 
 @pytest.fixture(scope="module")
 def library():
     if shutil.which("g++") is None:
         pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/native.py)")
     lib = kernels.load("layer_ops")
     assert lib is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
     return lib
+
+
+@pytest.fixture(autouse=True)
+def _native_kernels_on(monkeypatch):
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")  # whatever the caller's environment says; tests may override
 
 
 DTYPES = [(tf.float32, 2e-6), (tf.bfloat16, 1.6e-2)]
@@ -110,6 +117,55 @@ def test_fused_dropout_add_layer_norm_equals_its_three_ops(library, dtype, tol, 
     _close(y, normalization._forward_xla(want_total, gamma, beta, tf.constant(1e-12))[0], tol)
 
 
+def test_kernels_equal_the_islands_at_sizes_that_use_every_thread(library):
+    """Work big enough for the thread pool to split (the shapes above stay on one thread), dropout chunks that
+    do not end on a 1,024-element boundary, and row blocks of the column sums."""
+    seed = tf.constant([77, 78], tf.int32)
+    x = _normal([509, 768], 22, tf.bfloat16)  # 390,912 elements: 381.75 dropout chunks
+    np.testing.assert_array_equal(library.zoo_dropout(x, seed, threshold=6554).numpy(),
+                                  dropout._apply_keep_scale(x, seed, 6554).numpy())
+    gamma, beta = _normal([768], 23) + 1, _normal([768], 24)
+    y, mean, inv_std = library.zoo_layer_norm(x, gamma, beta, epsilon=1e-12)
+    _close(y, normalization._forward_xla(x, gamma, beta, tf.constant(1e-12))[0], 1.6e-2)
+    dy = _normal([509, 768], 25, tf.bfloat16)
+    dx, dgamma, _ = library.zoo_layer_norm_grad(x, mean, inv_std, gamma, dy)
+    _close(dx, normalization._backward_xla(x, mean, inv_std, gamma, dy)[0], 3.2e-2)
+    x_hat = (tf.cast(x, tf.float32) - mean) * inv_std
+    _close(dgamma, tf.reduce_sum(tf.cast(dy, tf.float32) * x_hat, axis=0), 1e-3)
+    wide, bias = _normal([131, 3072], 26, tf.bfloat16), _normal([3072], 27)
+    wide_dy = _normal([131, 3072], 28, tf.bfloat16)
+    _close(library.zoo_bias_gelu(wide, bias), activations._gelu_forward_xla(wide, bias), 1.6e-2)
+    got_dx, got_dbias = library.zoo_bias_gelu_grad(wide, bias, wide_dy)
+    want_dx = activations._gelu_backward_xla(wide, bias, wide_dy)
+    _close(got_dx, want_dx, 1.6e-2)
+    _close(got_dbias, tf.reduce_sum(tf.cast(want_dx, tf.float32), axis=0), 1e-3)
+    scores = _normal([3, 4, 128, 128], 29, tf.bfloat16, 4.0)
+    mask = tf.where(_normal([3, 1, 1, 128], 30) > 1.0, -1e9, 0.0)
+    probs, p = library.zoo_attention_softmax(scores, mask, seed, threshold=6554, scale=0.125)
+    want_probs, want_p = softmax._forward_xla(scores, mask, seed, 6554, tf.bfloat16, tf.constant(0.125))
+    _close(p, want_p, 1e-6)
+    np.testing.assert_array_equal(probs.numpy() == 0, want_probs.numpy() == 0)
+
+
+def test_registered_gradients_differentiate_the_linear_kernels_and_name_the_way_out_for_the_others(library):
+    """What a tape around the raw ops (higher-order gradients through the layers' custom gradients) sees."""
+    x = tf.random.stateless_normal([4, 8], seed=[1, 3])
+    seed, dy = tf.constant([5, 9], tf.int32), tf.random.stateless_normal([4, 8], seed=[2, 3])
+    bias = tf.random.stateless_normal([8], seed=[3, 3])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, bias])
+        dropped = library.zoo_dropout(x, seed, threshold=32768)
+        shifted = library.zoo_bias_add(x, bias)
+        normalized = library.zoo_layer_norm(x, tf.ones([8]), tf.zeros([8]), epsilon=1e-5)[0]
+    np.testing.assert_array_equal(tape.gradient(dropped, x, output_gradients=dy).numpy(),
+                                  library.zoo_dropout(dy, seed, threshold=32768).numpy())  # the same mask
+    dx, dbias = tape.gradient(shifted, [x, bias], output_gradients=dy)
+    np.testing.assert_array_equal(dx.numpy(), dy.numpy())
+    _close(dbias, tf.reduce_sum(dy, axis=0), 1e-6)
+    with pytest.raises(NotImplementedError, match="ZOO_NATIVE_KERNELS=0"):
+        tape.gradient(normalized, x)
+
+
 def test_kernels_reject_bad_inputs_with_a_clear_message(library):
     x = tf.ones([4, 8])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \[H\]"):
@@ -122,6 +178,17 @@ def test_kernels_reject_bad_inputs_with_a_clear_message(library):
         library.zoo_dropout(x, tf.constant([1, 2]), threshold=70000)
     with pytest.raises(tf.errors.InvalidArgumentError, match="dy must have x's shape"):
         library.zoo_bias_gelu_grad(x, tf.zeros([8]), tf.ones([4, 9]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mean / inv_std \[\.\.\., 1\]"):
+        library.zoo_layer_norm_grad(x, tf.zeros([4, 2]), tf.zeros([4, 2]), tf.ones([8]), x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="p and dy must have one shape"):
+        library.zoo_attention_softmax_grad(tf.ones([1, 2, 3, 4]), tf.ones([1, 2, 3, 5]), tf.constant([1, 2]), threshold=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="h and x must have one shape"):
+        library.zoo_dropout_add_layer_norm(tf.ones([4, 7]), x, tf.ones([8]), tf.zeros([8]), tf.constant([1, 2]),
+                                           threshold=0, epsilon=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias must be \[H\]"):
+        library.zoo_bias_add(x, tf.zeros([9]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty last axis"):
+        library.zoo_layer_norm(tf.ones([5, 0]), tf.ones([0]), tf.zeros([0]), epsilon=1e-5)
 
 
 def test_kernels_accept_empty_batches(library):
@@ -162,7 +229,10 @@ def test_transformer_block_runs_the_native_kernels_in_training_only_and_never_un
                       "ZooAttentionSoftmaxGrad": 1, "ZooBiasAdd": 3}.items():
         assert ops.count(op) == count, (op, sorted(set(o for o in ops if o.startswith("Zoo"))))
     inference = tf.function(lambda t: block(t, training=False)).get_concrete_function(x).graph
-    assert not [op.type for op in inference.get_operations() if op.type.startswith("Zoo")]
+    inference_ops = [op.type for op in inference.get_operations()]
+    for fn in inference._functions.values():  # noqa: SLF001
+        inference_ops += [node.op for node in fn.definition.node_def]
+    assert not [op for op in inference_ops if op.startswith("Zoo")]
     # Inside an XLA compilation (jit_compile, TPUs) the islands' / plain ops run: XLA has no kernel for Zoo* ops.
     loss, grads = tf.function(_block_step(block, x), jit_compile=True)(x)
     assert np.isfinite(float(loss)) and all(g is not None for g in grads)

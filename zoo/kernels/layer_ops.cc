@@ -178,13 +178,16 @@ void ParallelRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row,
                                                                        });
 }
 
-// Column sums of per-row float32 contributions, deterministic: rows are cut into at most kBlocks fixed blocks,
-// each block accumulates its own [width] partial sums, and the partials are added in block order.
+// Column sums of per-row float32 contributions, deterministic on a given machine: rows are cut into a fixed
+// number of blocks (32, or 4 per worker thread on bigger machines), each block accumulates its own [width]
+// partial sums, and the partials are added in block order.
 class BlockColumnSums {
  public:
-  static constexpr int64_t kBlocks = 32;
-  BlockColumnSums(int64_t rows, int64_t width, int sums)
-      : rows_(rows), width_(width), sums_(sums), blocks_(std::max<int64_t>(1, std::min(rows, kBlocks))),
+  BlockColumnSums(OpKernelContext* ctx, int64_t rows, int64_t width, int sums)
+      : rows_(rows), width_(width), sums_(sums),
+        blocks_(std::max<int64_t>(1, std::min<int64_t>(
+                                         rows, std::max<int64_t>(
+                                                   32, 4 * ctx->device()->tensorflow_cpu_worker_threads()->num_threads)))),
         partial_(static_cast<size_t>(blocks_ * width * sums), 0.0f) {}
   int64_t blocks() const { return blocks_; }
   int64_t begin(int64_t block) const { return rows_ * block / blocks_; }
@@ -203,6 +206,13 @@ class BlockColumnSums {
   int64_t blocks_;
   std::vector<float> partial_;
 };
+
+absl::Status CheckNonEmptyLastAxis(const Tensor& x) {  // a layer norm over zero features has no statistics
+  if (x.dims() < 1 || x.dim_size(x.dims() - 1) == 0) {
+    return absl::InvalidArgumentError("layer norm over an empty last axis: " + x.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckLastAxis(const Tensor& x, const Tensor& vector, const char* what) {
   if (x.dims() < 1 || vector.dims() != 1 || vector.dim_size(0) != x.dim_size(x.dims() - 1)) {
@@ -310,6 +320,7 @@ class DropoutAddLayerNormOp : public OpKernel {
     OP_REQUIRES(ctx, h_in.shape() == x.shape(),
                 absl::InvalidArgumentError("ZooDropoutAddLayerNorm: h and x must have one shape; got " +
                                            h_in.shape().DebugString() + " and " + x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckNonEmptyLastAxis(x));
     OP_REQUIRES_OK(ctx, CheckLastAxis(x, gamma, "gamma"));
     OP_REQUIRES_OK(ctx, CheckLastAxis(x, beta, "beta"));
     DropoutMask mask;
@@ -362,6 +373,7 @@ class LayerNormOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &gamma = ctx->input(1), &beta = ctx->input(2);
+    OP_REQUIRES_OK(ctx, CheckNonEmptyLastAxis(x));
     OP_REQUIRES_OK(ctx, CheckLastAxis(x, gamma, "gamma"));
     OP_REQUIRES_OK(ctx, CheckLastAxis(x, beta, "beta"));
     Tensor *y, *mean, *inv_std;
@@ -409,7 +421,7 @@ class LayerNormGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gamma.shape(), &dbeta));
-    BlockColumnSums sums(rows, h, 2);
+    BlockColumnSums sums(ctx, rows, h, 2);
     const T *x_data = x.flat<T>().data(), *dy_data = dy.flat<T>().data();
     T* dx_data = dx->flat<T>().data();
     const float *g = gamma.flat<float>().data(), *mean_data = mean.flat<float>().data();
@@ -529,7 +541,7 @@ class BiasGeluGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, bias.shape(), &dbias));
     const int64_t f = x.dim_size(x.dims() - 1), rows = f ? x.NumElements() / f : 0;
-    BlockColumnSums sums(rows, f, 1);
+    BlockColumnSums sums(ctx, rows, f, 1);
     const T *x_data = x.flat<T>().data(), *dy_data = dy.flat<T>().data();
     T* dx_data = dx->flat<T>().data();
     const float* b = bias.flat<float>().data();
@@ -637,7 +649,6 @@ class DropoutOp : public OpKernel {
 
  private:
   int threshold_;
-  float scale_ = 1.0f;
 };
 
 // ---- attention softmax --------------------------------------------------------------------------------------

@@ -34,3 +34,30 @@ def layer_ops(*dtypes):
     if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
         return None
     return kernels.load("layer_ops")
+
+
+# Op gradients, for what differentiates the kernels themselves: first-order training gradients come from the
+# layers' tf.custom_gradient functions; a tape around those (second order, Hessian-vector products) needs these.
+# The two linear ops are differentiated exactly; the others point to the islands, which TF can differentiate.
+@tf.RegisterGradient("ZooDropout")
+def _dropout_gradient(op, dy):
+    library = kernels.load("layer_ops")
+    return library.zoo_dropout(dy, op.inputs[1], threshold=op.get_attr("threshold")), None
+
+
+@tf.RegisterGradient("ZooBiasAdd")
+def _bias_add_gradient(op, dy):
+    axes = list(range(len(dy.shape) - 1)) if dy.shape.rank is not None else tf.range(tf.rank(dy) - 1)
+    return dy, tf.reduce_sum(tf.cast(dy, tf.float32), axis=axes)
+
+
+def _first_order_only(op, *grads):
+    raise NotImplementedError(
+        f"{op.type} (a native training kernel, zoo/kernels/layer_ops.cc) has no gradient of its own: "
+        "second-order gradients through it are not implemented. Run with ZOO_NATIVE_KERNELS=0 to use the XLA "
+        "islands, which TensorFlow differentiates.")
+
+
+for _name in ("ZooLayerNorm", "ZooLayerNormGrad", "ZooDropoutAddLayerNorm", "ZooBiasGelu", "ZooBiasGeluGrad",
+              "ZooAttentionSoftmax", "ZooAttentionSoftmaxGrad"):
+    tf.RegisterGradient(_name)(_first_order_only)
