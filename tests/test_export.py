@@ -117,10 +117,11 @@ def test_failed_export_leaves_nothing(model_dir, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_xla_function_in_a_plain_export_is_an_error_and_leaves_nothing(model_dir, tmp_path):
+def test_xla_function_in_a_plain_export_is_an_error_and_leaves_nothing(model_dir, tmp_path, monkeypatch):
     # A training-only XLA island (zoo.layers.islands) reaching an inference path must not ship silently.
     from zoo.layers.activations import gelu_for_training
 
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # the island, not the native kernel (next test)
     leaky = tf.function(lambda x: {"y": gelu_for_training(x)}, input_signature=[tf.TensorSpec([None], tf.float32)])
     backbone, _ = load_pretrained(model_dir)
     out = str(tmp_path / "never")
@@ -129,6 +130,22 @@ def test_xla_function_in_a_plain_export_is_an_error_and_leaves_nothing(model_dir
     assert os.listdir(str(tmp_path)) == []
     export_lib.export_saved_model(out, {"leaky": leaky}, {"backbone": backbone}, allow_xla=True)  # asked for: fine
     assert export_lib.xla_functions(out)
+
+
+def test_native_training_kernel_in_an_export_is_an_error_and_leaves_nothing(model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from zoo.layers import native
+    from zoo.layers.activations import gelu_for_training
+
+    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")
+    if shutil.which("g++") is None or native.layer_ops(tf.float32) is None:
+        pytest.skip("the native kernels do not apply here (no g++ or an accelerator)")
+    leaky = tf.function(lambda x: {"y": gelu_for_training(x)}, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    backbone, _ = load_pretrained(model_dir)
+    with pytest.raises(export_lib.ExportError, match="ZooBiasGelu"):
+        export_lib.export_saved_model(str(tmp_path / "never"), {"leaky": leaky}, {"backbone": backbone}, allow_xla=True)
+    assert os.listdir(str(tmp_path)) == []
 
 
 def _finetuned_model_dir(model_dir, ft_dir, num_classes):
