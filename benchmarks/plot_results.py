@@ -4,6 +4,7 @@
   serving.json             -> serving_latency.png (p50 bars, p99 marks) and serving_throughput.png (texts/s)
   data_pipeline.json       -> data_pipeline.png (examples/s and real tokens/s per contender)
   inference_kernels.json   -> inference_kernels.png (after/before time of each inference kernel form)
+  training_kernels.json    -> training_kernels.png (forward + backward ms of each training kernel: islands, native)
 
 Usage:
   PYTHONPATH=. python -m benchmarks.plot_results benchmarks/results/*.json --out_dir=benchmarks/results
@@ -116,8 +117,29 @@ def plot_inference_kernels(data, out_dir):
     return [_save(fig, out_dir, "inference_kernels.png")]
 
 
+def plot_training_kernels(data, out_dir):
+    """Forward + backward ms of each training kernel, XLA islands vs native, one panel per dtype."""
+    plt = _plt()
+    dtypes = sorted({r["dtype"] for r in data["rows"]})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        rows = [r for r in data["rows"] if r["dtype"] == dtype]
+        labels, values, colors, notes = [], [], [], []
+        for r in rows:
+            for form, color in (("islands", "#bbbbbb"), ("native", "#2ca02c")):
+                labels.append(f"{r['kernel'].replace('_', chr(10))}\n{form}")
+                values.append(r[f"{form}_ms"])
+                colors.append(color)
+                notes.append(f"{r['ratio']:.2f}x" if form == "native" else "")
+        _bars(ax, labels, values, colors, fmt="{:.2f}", notes=notes)
+        ax.set_ylabel("ms per forward + backward")
+        ax.set_title(dtype)
+        ax.tick_params(axis="x", labelsize=6)
+    return [_save(fig, out_dir, "training_kernels.png")]
+
+
 PLOTTERS = {"pretrain_throughput": plot_pretrain, "serving": plot_serving, "data_pipeline": plot_data_pipeline,
-            "inference_kernels": plot_inference_kernels}
+            "inference_kernels": plot_inference_kernels, "training_kernels": plot_training_kernels}
 
 
 def main(argv=None):

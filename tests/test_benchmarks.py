@@ -127,13 +127,17 @@ def test_training_kernels_tiny(tmp_path):
 
     if shutil.which("g++") is None:
         pytest.skip("no g++: the native kernels cannot build, there is nothing to compare")
-    stdout, data, _ = _run("benchmarks.training_kernels", tmp_path)
+    from benchmarks import plot_results
+
+    stdout, data, path = _run("benchmarks.training_kernels", tmp_path)
     kernels = {(r["kernel"], r["dtype"]) for r in data["rows"]}
     assert kernels == {(k, d) for k in ("layer_norm", "residual_layer_norm", "gelu", "dropout", "attention_softmax")
                        for d in ("bfloat16", "float32")}
     for row in data["rows"]:
         _positive(row, "islands_ms", "native_ms", "ratio")
     assert "native/islands" in stdout
+    assert plot_results.main([path, f"--out_dir={tmp_path / 'plots'}"]) == 0
+    assert os.path.getsize(tmp_path / "plots" / "training_kernels.png") > 1000
 
 
 def test_plot_results_writes_pngs(pretrain, data_pipeline, serving, inference_kernels, tmp_path):
