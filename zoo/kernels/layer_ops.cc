@@ -498,10 +498,11 @@ REGISTER_OP("ZooBiasGeluGrad")
     })
     .Doc("ZooBiasGelu's gradient: dx = dy * (Phi(v) + v * phi(v)); dbias = float32 column sums of dx (as T).");
 
-template <typename T>
-class BiasGeluOp : public OpKernel {
+// y = x + bias, or GELU(x + bias), over the last axis in float32, rounded once to T: ZooBiasAdd and ZooBiasGelu.
+template <typename T, bool kGelu>
+class BiasActivationOp : public OpKernel {
  public:
-  explicit BiasGeluOp(OpKernelConstruction* c) : OpKernel(c) {}
+  explicit BiasActivationOp(OpKernelConstruction* c) : OpKernel(c) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &bias = ctx->input(1);
@@ -512,16 +513,19 @@ class BiasGeluOp : public OpKernel {
     if (rows == 0) return;
     const T* x_data = x.flat<T>().data();
     T* y_data = y->flat<T>().data();
-    const float* b = bias.flat<float>().data();
-    ParallelRows(ctx, rows, 40 * f, [=](int64_t begin, int64_t end) {
+    const float* bias_data = bias.flat<float>().data();
+    ParallelRows(ctx, rows, (kGelu ? 40 : 4) * f, [=](int64_t begin, int64_t end) {
       Scratch scratch(f, 2);
       float* __restrict__ v = scratch.row(0);
       float* __restrict__ cdf = scratch.row(1);
+      const float* __restrict__ b = bias_data;
       for (int64_t r = begin; r < end; ++r) {
         Io<T>::Load(x_data + r * f, v, f);
         for (int64_t j = 0; j < f; ++j) v[j] += b[j];
-        NormalCdf<T>(v, cdf, f);
-        for (int64_t j = 0; j < f; ++j) v[j] *= cdf[j];
+        if (kGelu) {
+          NormalCdf<T>(v, cdf, f);
+          for (int64_t j = 0; j < f; ++j) v[j] *= cdf[j];
+        }
         Io<T>::Store(v, y_data + r * f, f);
       }
     });
@@ -578,34 +582,7 @@ REGISTER_OP("ZooBiasAdd")
     .Attr("T: {float, bfloat16}")
     .SetShapeFn(SameShape)
     .Doc("y = x + bias over the last axis, in float32 rounded once to T (a Dense layer's training bias add).");
-
-template <typename T>
-class BiasAddOp : public OpKernel {
- public:
-  explicit BiasAddOp(OpKernelConstruction* c) : OpKernel(c) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &bias = ctx->input(1);
-    OP_REQUIRES_OK(ctx, CheckLastAxis(x, bias, "bias"));
-    Tensor* y;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    const int64_t f = x.dim_size(x.dims() - 1), rows = f ? x.NumElements() / f : 0;
-    if (rows == 0) return;
-    const T* x_data = x.flat<T>().data();
-    T* y_data = y->flat<T>().data();
-    const float* bias_data = bias.flat<float>().data();
-    ParallelRows(ctx, rows, 4 * f, [=](int64_t begin, int64_t end) {
-      Scratch scratch(f, 1);
-      float* __restrict__ v = scratch.row(0);
-      const float* __restrict__ b = bias_data;
-      for (int64_t r = begin; r < end; ++r) {
-        Io<T>::Load(x_data + r * f, v, f);
-        for (int64_t j = 0; j < f; ++j) v[j] += b[j];
-        Io<T>::Store(v, y_data + r * f, f);
-      }
-    });
-  }
-};
+// Its kernel is BiasActivationOp<T, false> (above, with the GELU's).
 
 // ---- dropout ------------------------------------------------------------------------------------------------
 
@@ -825,11 +802,11 @@ class AttentionSoftmaxGradOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(Name("ZooLayerNormGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),      \
                           LayerNormGradOp<type>);                                                                 \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasGelu").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),           \
-                          BiasGeluOp<type>);                                                                      \
+                          (BiasActivationOp<type, true>));                                                                      \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasGeluGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),       \
                           BiasGeluGradOp<type>);                                                                  \
   REGISTER_KERNEL_BUILDER(Name("ZooBiasAdd").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),            \
-                          BiasAddOp<type>);                                                                       \
+                          (BiasActivationOp<type, false>));                                                                       \
   REGISTER_KERNEL_BUILDER(Name("ZooDropout").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),            \
                           DropoutOp<type>);                                                                       \
   REGISTER_KERNEL_BUILDER(Name("ZooAttentionSoftmax").Device(tensorflow::DEVICE_CPU).TypeConstraint<type>("T"),   \
