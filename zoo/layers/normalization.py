@@ -129,6 +129,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
         library = native.layer_ops(self.compute_dtype) if training and self._islands_apply(x) else None
         if library is None:
             return self(x + dropout(branch, training=training), training=training)
+        if not self.built:  # called without Keras' __call__, which would build it
+            self.build(x.shape)
         seed = dropout.next_seed(training)
         threshold = dropout.threshold if seed is not None else 0
         seed = seed if threshold else tf.zeros([2], tf.int32)
