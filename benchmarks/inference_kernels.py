@@ -17,9 +17,7 @@ at batch-1-like and batch-64-like sizes, in bf16 and float32. Prints the best of
   PYTHONPATH=. python -m benchmarks.inference_kernels --repeats=3 --json_out=benchmarks/results/inference_kernels.json
 """
 
-import statistics
 import sys
-import time
 
 from benchmarks import common
 
@@ -73,17 +71,6 @@ def _forms(tf, keras):
     return transposes, layer_norms, attentions
 
 
-def _timed(fn, args, calls):
-    for _ in range(max(3, calls // 10)):
-        fn(*args)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
 def main(argv=None):
     parser = common.base_parser(__doc__)
     args = parser.parse_args(argv)
@@ -120,7 +107,7 @@ def main(argv=None):
     for repeat in range(args.repeats):
         for case in cases:
             for form, fn in zip(("before", "after"), case["fns"]):
-                us = _timed(fn, case["inputs"], case["calls"])
+                us = 1e6 * common.median_seconds(lambda: fn(*case["inputs"]), case["calls"], max(3, case["calls"] // 10))
                 results.append({k: case[k] for k in ("kernel", "dtype", "batch", "tokens")} | {"form": form, "us": us,
                                                                                                  "repeat": repeat})
     rows = []

@@ -17,9 +17,7 @@ native/islands (below 1: the native kernel is faster). Needs g++ for the native 
 """
 
 import os
-import statistics
 import sys
-import time
 
 from benchmarks import common
 
@@ -82,15 +80,9 @@ def _traced(tf, fn, form):
             os.environ["ZOO_NATIVE_KERNELS"] = previous
 
 
-def _timed(tf, fn, calls):
-    for _ in range(3):
-        tf.nest.map_structure(lambda t: t.numpy(), fn())
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _synced(tf, fn):
+    """fn() that also waits for its values (numpy), so a call's time is its kernels' time."""
+    return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn())
 
 
 def main(argv=None):
@@ -116,7 +108,7 @@ def main(argv=None):
         for case in cases:
             for form in FORMS:
                 results.append(dict(kernel=case["kernel"], dtype=case["dtype"], form=form, repeat=repeat,
-                                    ms=_timed(tf, case["fns"][form], calls)))
+                                    ms=1e3 * common.median_seconds(_synced(tf, case["fns"][form]), calls)))
     rows = []
     print(f"{'kernel':<20} {'dtype':<9} {'islands ms':>11} {'native ms':>10} {'native/islands':>15}")
     for case in cases:
