@@ -1,10 +1,12 @@
-// Training-time CPU kernels for the Transformer's memory-bound passes: layer norm, bias + GELU, dropout and the
-// attention softmax, forward and backward, each one multithreaded pass over its rows (zoo/layers/native.py picks
-// them; the XLA islands of zoo/layers/{normalization,activations,dropout,softmax}.py are the fallback and the
-// reference: every kernel computes the same float32 maths and the same dropout mask).
+// Training-time CPU kernels for the Transformer's memory-bound passes: layer norm (alone, or after dropout and the
+// residual add), bias add, bias + GELU, dropout and the attention softmax, forward and backward, each one
+// multithreaded pass over its rows (zoo/layers/native.py picks them; the XLA islands of zoo/layers/{normalization,
+// activations,dense,dropout,softmax}.py are the fallback and the reference: every kernel computes the same float32
+// maths and the same dropout mask).
 //
-// Why: the XLA islands run XLA:CPU's loops, about 3-4x slower than memory speed on BERT-base's shapes (a row
-// reduction per softmax or layer-norm row, erf/exp without AVX-512 packet maths); these kernels read each input
+// Why: the XLA islands run XLA:CPU's loops, 1.25-2.4x these kernels' time forward + backward at BERT-base's shapes
+// in bf16 (benchmarks/training_kernels.py; a row reduction per softmax or layer-norm row, erf/exp without packet
+// maths, an XLA launch per call); these kernels read each input
 // once, compute in float32 with Eigen's vectorized exp / erf / erfc (TF's own CPU kernels' functions), and write
 // each output once. Column sums that the islands leave to a ones-vector matmul (the layer norm's dgamma / dbeta,
 // the GELU's bias gradient) are accumulated here in float32, per fixed block of rows then in block order, so
@@ -458,7 +460,7 @@ class LayerNormGradOp : public OpKernel {
   }
 };
 
-// ---- bias + GELU --------------------------------------------------------------------------------------------
+// ---- bias add, bias + GELU --------------------------------------------------------------------------------
 
 constexpr float kSqrtHalf = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
@@ -497,6 +499,14 @@ REGISTER_OP("ZooBiasGeluGrad")
       return absl::OkStatus();
     })
     .Doc("ZooBiasGelu's gradient: dx = dy * (Phi(v) + v * phi(v)); dbias = float32 column sums of dx (as T).");
+
+REGISTER_OP("ZooBiasAdd")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn(SameShape)
+    .Doc("y = x + bias over the last axis, in float32 rounded once to T (a Dense layer's training bias add).");
 
 // y = x + bias, or GELU(x + bias), over the last axis in float32, rounded once to T: ZooBiasAdd and ZooBiasGelu.
 template <typename T, bool kGelu>
@@ -572,17 +582,6 @@ class BiasGeluGradOp : public OpKernel {
     sums.Reduce(0, dbias->flat<float>().data());
   }
 };
-
-// ---- bias add -----------------------------------------------------------------------------------------------
-
-REGISTER_OP("ZooBiasAdd")
-    .Input("x: T")
-    .Input("bias: float")
-    .Output("y: T")
-    .Attr("T: {float, bfloat16}")
-    .SetShapeFn(SameShape)
-    .Doc("y = x + bias over the last axis, in float32 rounded once to T (a Dense layer's training bias add).");
-// Its kernel is BiasActivationOp<T, false> (above, with the GELU's).
 
 // ---- dropout ------------------------------------------------------------------------------------------------
 

@@ -101,19 +101,14 @@ class Dropout(keras.layers.Layer):
         threshold = self.threshold
         library = native.layer_ops(x.dtype)
         if library is not None:  # the same mask from the native kernel (zoo/kernels/layer_ops.cc)
-
-            @tf.custom_gradient
-            def native_dropout(x):
-                return (library.zoo_dropout(x, seed, threshold=threshold),
-                        lambda dy: library.zoo_dropout(tf.cast(dy, x.dtype), seed, threshold=threshold))
-
-            return native_dropout(x)
+            apply = lambda t: library.zoo_dropout(t, seed, threshold=threshold)  # noqa: E731
+        else:  # the XLA island, which drops static dims
+            apply = lambda t: tf.ensure_shape(_apply_keep_scale(t, seed, threshold), t.shape)  # noqa: E731
 
         @tf.custom_gradient
         def dropout(x):
-            # XLA drops static dims; the gradient is the same mask, recomputed from the seed.
-            return (tf.ensure_shape(_apply_keep_scale(x, seed, threshold), x.shape),
-                    lambda dy: tf.ensure_shape(_apply_keep_scale(dy, seed, threshold), dy.shape))
+            # The gradient is the same mask, recomputed from the seed.
+            return apply(x), lambda dy: apply(tf.cast(dy, x.dtype))
 
         return dropout(x)
 
