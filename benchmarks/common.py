@@ -4,15 +4,19 @@ Each benchmark runs every contender in its own fresh Python process (a "worker")
 script as ``python -m benchmarks.<script> --worker=<json spec>``; the worker prints exactly one
 ``BENCHMARK_RESULT {json}`` line (with its peak RSS). The parent alternates the workers (A B C A B C ...) over
 ``--repeats``, so slow drift on a shared machine hits every contender alike, and reports the best repeat.
+Every ``--json_out`` file records what it measured under "meta" (`run_metadata`: date, commit, machine, library
+versions, command).
 
 This module imports only the standard library at import time: the serving worker must be able to import it
 without pulling in zoo, keras or torch. Helpers that need TensorFlow or the zoo import them inside.
 """
 
 import argparse
+import datetime
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -206,10 +210,103 @@ def format_table(rows, columns):
     return "\n".join(text)
 
 
+# ---- what a result was measured on ---------------------------------------------------------------------
+# Distributions whose versions a result records, by the name RESULTS.md uses (first installed candidate wins).
+VERSIONED = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly"),
+    "keras": ("keras", "keras-nightly"),
+    "keras-hub": ("keras-hub", "keras-hub-nightly"),
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+}
+
+
+def _git(*args):
+    try:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_commit():
+    """`git rev-parse --short HEAD` of this checkout, plus "-dirty" when tracked files differ; "unknown" outside git."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def cpu_model():
+    """`lscpu`'s "Model name" (as RESULTS.md names machines), else /proc/cpuinfo's, else platform's."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        if line.strip().lower().startswith("model name:"):
+            return line.split(":", 1)[1].strip()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def library_versions():
+    """Installed versions of tensorflow, keras, keras-hub, torch, transformers (importlib.metadata: nothing is
+    imported); a library that is not installed is left out."""
+    from importlib import metadata
+
+    versions = {}
+    for name, distributions in VERSIONED.items():
+        for distribution in distributions:
+            try:
+                versions[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def command_line(module, argv=None):
+    """`python -m module` and its arguments (sys.argv[1:] when `argv` is None) as one shell-quoted line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", "-m", module, *args])
+
+
+def run_metadata(command=None):
+    """What a result was measured on, stored as "meta" in every --json_out file.
+
+    Returns:
+      {"date": UTC ISO time, "commit": short HEAD (+ "-dirty"), "machine": "<lscpu model name>, <n> cores",
+       "cores": os.cpu_count(), "versions": {library: version}, "command": `command` or sys.argv as a line}.
+    """
+    cores = os.cpu_count()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": f"{cpu_model()}, {cores} cores",
+        "cores": cores,
+        "versions": library_versions(),
+        "command": command if command is not None else shlex.join(sys.argv),
+    }
+
+
 def write_json(path, payload):
-    """Writes `payload` as indented JSON (creating folders); does nothing for an empty path."""
+    """Writes `payload` as indented JSON (creating folders); does nothing for an empty path.
+
+    A payload without "meta" gets `run_metadata()` (the scripts pass their own, with their command line).
+    """
     if not path:
         return
+    if "meta" not in payload:
+        payload = {"meta": run_metadata(), **payload}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)

@@ -58,8 +58,9 @@ def main(argv=None):
                       f"({result['tokens_per_s']:,.0f} tokens/s, loss {result['loss']:.3f})", flush=True)
     a, b = statistics.median(times["a"]), statistics.median(times["b"])
     print(f"median step ms: A {a:,.1f}  B {b:,.1f}  B/A = {b / a:.3f}")
-    common.write_json(args.json_out, {"benchmark": "compare_revisions", "a": commit_a, "b": commit_b, "spec": spec,
-                                      "step_ms": times, "ratio_b_over_a": b / a})
+    meta = common.run_metadata(common.command_line("benchmarks.compare_revisions", argv))
+    common.write_json(args.json_out, {"meta": meta, "benchmark": "compare_revisions", "a": commit_a, "b": commit_b,
+                                      "spec": spec, "step_ms": times, "ratio_b_over_a": b / a})
     return 0
 
 

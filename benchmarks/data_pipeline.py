@@ -17,7 +17,7 @@ not the bottleneck.
 
 Full run (a few minutes per contender on a small CPU; run it on a quiet machine):
   PYTHONPATH=. python -m benchmarks.data_pipeline --repeats=2 --contenders=zoo,reference,hf \
-      --json_out=benchmarks/results/data_pipeline.json
+      --json_out=benchmarks/results/data_pipeline_<date>_<machine>.json   # replaces that machine's older file
 Smoke test (about 30 s): PYTHONPATH=. python -m benchmarks.data_pipeline --tiny
 """
 
@@ -291,7 +291,9 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     summary = summarize(results)
     report(summary)
-    payload = {"benchmark": "data_pipeline", "tiny": args.tiny, "threads": args.threads, "results": results, **summary}
+    meta = common.run_metadata(common.command_line(MODULE, argv))
+    payload = {"meta": meta, "benchmark": "data_pipeline", "tiny": args.tiny, "threads": args.threads,
+               "results": results, **summary}
     common.write_json(args.json_out, payload)
     return 0
 

@@ -14,7 +14,8 @@ applying its kernel to LAYERS separate inputs (one per Transformer layer of Mini
 at batch-1-like and batch-64-like sizes, in bf16 and float32. Prints the best of the repeats' median µs per call
 (the function-call overhead included, the same for both forms) and after/before (below 1: the zoo's form is faster).
 
-  PYTHONPATH=. python -m benchmarks.inference_kernels --repeats=3 --json_out=benchmarks/results/inference_kernels.json
+  PYTHONPATH=. python -m benchmarks.inference_kernels --repeats=3 \
+      --json_out=benchmarks/results/inference_kernels_<date>_<machine>.json   # replaces that machine's older file
 """
 
 import sys
@@ -120,12 +121,9 @@ def main(argv=None):
         rows.append(row)
         print(f"{case['kernel']:<11} {case['dtype']:<9} {case['batch']:>6} x {case['tokens']:<5} "
               f"{row['before_us']:>10.1f} {row['after_us']:>10.1f} {row['ratio']:>13.2f}")
-    if args.json_out:
-        import json
-
-        with open(args.json_out, "w") as f:
-            json.dump({"benchmark": "inference_kernels", "tiny": args.tiny, "results": results, "rows": rows}, f, indent=1)
-        print(f"Wrote {args.json_out}")
+    meta = common.run_metadata(common.command_line("benchmarks.inference_kernels", argv))
+    common.write_json(args.json_out, {"meta": meta, "benchmark": "inference_kernels", "tiny": args.tiny,
+                                      "results": results, "rows": rows})
     return 0
 
 

@@ -1,13 +1,21 @@
 """Plots the JSON written by the benchmark scripts (--json_out) as PNGs, with matplotlib's Agg backend.
 
-  pretrain_throughput.json -> pretrain_tokens_per_s.png (tokens/s of every setting, one panel per size, MFU on top)
-  serving.json             -> serving_latency.png (p50 bars, p99 marks) and serving_throughput.png (texts/s)
-  data_pipeline.json       -> data_pipeline.png (examples/s and real tokens/s per contender)
-  inference_kernels.json   -> inference_kernels.png (after/before time of each inference kernel form)
-  training_kernels.json    -> training_kernels.png (forward + backward ms of each training kernel: islands, native)
+  pretrain_throughput_*.json -> pretrain_tokens_per_s.png (tokens/s of every setting, one panel per size, MFU on top)
+  serving_*.json             -> serving_latency.png (p50 bars, p99 marks) and serving_throughput.png (texts/s)
+  data_pipeline_*.json       -> data_pipeline.png (examples/s and real tokens/s per contender)
+  inference_kernels_*.json   -> inference_kernels.png (after/before time of each inference kernel form)
+  training_kernels_*.json    -> training_kernels.png (forward + backward ms of each training kernel: islands, native)
 
-Usage:
-  PYTHONPATH=. python -m benchmarks.plot_results benchmarks/results/*.json --out_dir=benchmarks/results
+The benchmark (hence the PNG's name) comes from the JSON's "benchmark" key; a later file of the same benchmark
+overwrites the PNG of an earlier one, so pass one file per benchmark. A JSON with "meta"
+(benchmarks.common.run_metadata) gets its date, commit and machine written under the plot.
+
+Usage (the latest AMX Xeon runs, whose plots RESULTS.md shows):
+  PYTHONPATH=. python -m benchmarks.plot_results --out_dir=benchmarks/results \
+      benchmarks/results/pretrain_throughput_2026-12-04_xeon_amx_native_layers.json \
+      benchmarks/results/serving_2026-12-04_xeon_amx.json benchmarks/results/data_pipeline_2026-12-04_xeon_amx.json \
+      benchmarks/results/inference_kernels_2026-12-04_xeon_amx.json \
+      benchmarks/results/training_kernels_2026-12-04_xeon_amx.json
 """
 
 import argparse
@@ -27,9 +35,24 @@ def _plt():
     return plt
 
 
-def _save(fig, out_dir, name):
+def stamp(meta):
+    """One line naming the run of a JSON's "meta": date, commit, machine; "" without meta."""
+    if not meta:
+        return ""
+    machine = str(meta.get("machine", "")).split(" (")[0].split(", ")[0]
+    if meta.get("cores"):
+        machine += f", {meta['cores']} cores"
+    return f"{str(meta.get('date', ''))[:10]}, commit {meta.get('commit', '?')}, {machine}"
+
+
+def _save(fig, out_dir, name, data=None):
     path = os.path.join(out_dir, name)
-    fig.tight_layout()
+    line = stamp((data or {}).get("meta"))
+    if line:
+        fig.text(0.005, 0.005, line, fontsize=6, color="gray", ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     fig.clf()
     return path
@@ -58,7 +81,7 @@ def plot_pretrain(data, out_dir):
         dims = rows[0]["dims"]
         ax.set_title(f"{size}: L{dims['layers']} H{dims['hidden']} batch {dims['batch']} seq {dims['seq']}")
         ax.set_ylabel("training tokens/s (best repeat)")
-    return [_save(fig, out_dir, "pretrain_tokens_per_s.png")]
+    return [_save(fig, out_dir, "pretrain_tokens_per_s.png", data)]
 
 
 def plot_serving(data, out_dir):
@@ -73,13 +96,13 @@ def plot_serving(data, out_dir):
     ax.set_ylabel("latency at batch 1, ms (bar p50)")
     ax.set_title("serving latency, short sentence")
     ax.legend()
-    paths = [_save(fig, out_dir, "serving_latency.png")]
+    paths = [_save(fig, out_dir, "serving_latency.png", data)]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     for ax, key, title in zip(axes, ("short_texts_per_s", "long_texts_per_s"), ("short texts", "~128-token texts")):
         _bars(ax, names, [r[key] for r in rows], colors, fmt="{:,.1f}")
         ax.set_title(f"{title}, batch {data['dims']['batch']}")
         ax.set_ylabel("texts/s")
-    paths.append(_save(fig, out_dir, "serving_throughput.png"))
+    paths.append(_save(fig, out_dir, "serving_throughput.png", data))
     return paths
 
 
@@ -97,7 +120,7 @@ def plot_data_pipeline(data, out_dir):
     if keeps_up:
         title += f" (zoo step on real vs synthetic data: {keeps_up['difference_pct']:+.1f}%)"
     fig.suptitle(title, fontsize=10)
-    return [_save(fig, out_dir, "data_pipeline.png")]
+    return [_save(fig, out_dir, "data_pipeline.png", data)]
 
 
 def plot_inference_kernels(data, out_dir):
@@ -114,7 +137,7 @@ def plot_inference_kernels(data, out_dir):
         ax.set_ylabel("time after / before")
         ax.set_title(dtype)
         ax.tick_params(axis="x", labelsize=7)
-    return [_save(fig, out_dir, "inference_kernels.png")]
+    return [_save(fig, out_dir, "inference_kernels.png", data)]
 
 
 def plot_training_kernels(data, out_dir):
@@ -135,7 +158,7 @@ def plot_training_kernels(data, out_dir):
         ax.set_ylabel("ms per forward + backward")
         ax.set_title(dtype)
         ax.tick_params(axis="x", labelsize=6)
-    return [_save(fig, out_dir, "training_kernels.png")]
+    return [_save(fig, out_dir, "training_kernels.png", data)]
 
 
 PLOTTERS = {"pretrain_throughput": plot_pretrain, "serving": plot_serving, "data_pipeline": plot_data_pipeline,

@@ -21,7 +21,7 @@ every worker the same N (OMP/MKL_NUM_THREADS, TF_NUM_INTRAOP_THREADS).
 Full run (hours on a small CPU; run it on a quiet machine):
   PYTHONPATH=. python -m benchmarks.pretrain_throughput --sizes=mini,base --repeats=2 --steps=10 --warmup=2 \
       --contenders=zoo,keras_hub,hf --precisions=float32,bfloat16 --xla=on,off \
-      --json_out=benchmarks/results/pretrain_throughput.json
+      --json_out=benchmarks/results/pretrain_throughput_<date>_<machine>.json   # replaces that machine's older file
 Smoke test (about 1.5 minutes, 11 worker processes): PYTHONPATH=. python -m benchmarks.pretrain_throughput --tiny
 """
 
@@ -232,7 +232,9 @@ def main(argv=None):
     results = common.run_all(MODULE, _specs(args), args)
     summary = summarize(results)
     report(summary)
-    payload = {"benchmark": "pretrain_throughput", "tiny": args.tiny, "threads": args.threads, "results": results, **summary}
+    meta = common.run_metadata(common.command_line(MODULE, argv))
+    payload = {"meta": meta, "benchmark": "pretrain_throughput", "tiny": args.tiny, "threads": args.threads,
+               "results": results, **summary}
     common.write_json(args.json_out, payload)
     return 0
 

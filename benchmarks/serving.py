@@ -19,7 +19,7 @@ sentence, and texts/s at batch 64 for short IMDB sentences and for ~128-token IM
 
 Full run (minutes; run it on a quiet machine):
   PYTHONPATH=. python -m benchmarks.serving --repeats=2 --contenders=zoo,zoo_bf16,zoo_bf16_frozen,zoo_xla,keras_hub,hf \
-      --json_out=benchmarks/results/serving.json        # add --model_dir=<converted MiniLM dir> for real weights
+      --json_out=benchmarks/results/serving_<date>_<machine>.json   # add --model_dir=<converted MiniLM dir> for real weights
 Smoke test (about a minute): PYTHONPATH=. python -m benchmarks.serving --tiny
 """
 
@@ -231,7 +231,9 @@ def main(argv=None):
     print(f"model L{m['layers']} H{m['hidden']} A{m['heads']} I{m['intermediate']} V{m['vocab']}, "
           f"sequence limit {dims['seq']}, batch {dims['batch']}")
     report(rows)
-    payload = {"benchmark": "serving", "tiny": args.tiny, "threads": args.threads, "dims": dims, "results": results, "rows": rows}
+    meta = common.run_metadata(common.command_line(MODULE, argv))
+    payload = {"meta": meta, "benchmark": "serving", "tiny": args.tiny, "threads": args.threads,
+               "dims": dims, "results": results, "rows": rows}
     common.write_json(args.json_out, payload)
     return 0
 

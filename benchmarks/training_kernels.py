@@ -1,4 +1,4 @@
-"""The training step's memory-bound kernels, forward + backward: the XLA islands vs the native kernels.
+"""The training step's memory-bound kernels, forward + backward: the XLA islands vs the native kernels (and plain ops).
 
   layer_norm          zoo.layers.normalization.layer_norm_for_training (x, gamma and beta gradients)
   residual_layer_norm LayerNormalization.add_and_normalize: LN(x + dropout(h)), rate 0.1 (islands: dropout
@@ -9,11 +9,13 @@
                       softmax, cast, dropout 0.1
 
 Shapes are BERT-base's pretraining step (batch 16 x 128 tokens, H 768, F 3072, 12 heads; --tiny: a few rows).
-Each form is a tf.function (forward and gradient), traced with ZOO_NATIVE_KERNELS=0 (islands) or 1 (native);
-the forms alternate within each repeat; the best of the repeats' median ms per call is printed with
-native/islands (below 1: the native kernel is faster). Needs g++ for the native forms (zoo/kernels).
+Each form is a tf.function (forward and gradient), traced with ZOO_KERNELS=xla (islands), native or plain (the
+plain TF ops, the reference tier; zoo/layers/tiers.py); the forms alternate within each repeat; the best of the
+repeats' median ms per call is printed with native/islands (below 1: the native kernel is faster). Needs g++ for
+the native forms (zoo/kernels).
 
-  PYTHONPATH=. python -m benchmarks.training_kernels --repeats=3 --json_out=benchmarks/results/training_kernels.json
+  PYTHONPATH=. python -m benchmarks.training_kernels --repeats=3 \
+      --json_out=benchmarks/results/training_kernels_<date>_<machine>.json   # replaces that machine's older file
 """
 
 import os
@@ -21,7 +23,8 @@ import sys
 
 from benchmarks import common
 
-FORMS = ("islands", "native")
+FORMS = ("islands", "native", "plain")
+TIER = {"islands": "xla", "native": "native", "plain": "plain"}  # ZOO_KERNELS of each form
 
 
 def _cases(tf, keras, tiny, dtype):
@@ -67,17 +70,17 @@ def _cases(tf, keras, tiny, dtype):
 
 def _traced(tf, fn, form):
     """fn as a tf.function traced now with the form's kernels (the choice is made at trace time)."""
-    previous = os.environ.get("ZOO_NATIVE_KERNELS")
-    os.environ["ZOO_NATIVE_KERNELS"] = "1" if form == "native" else "0"
+    previous = os.environ.get("ZOO_KERNELS")
+    os.environ["ZOO_KERNELS"] = TIER[form]
     try:
         function = tf.function(fn, autograph=False)
         function.get_concrete_function()
         return function
     finally:
         if previous is None:
-            os.environ.pop("ZOO_NATIVE_KERNELS")
+            os.environ.pop("ZOO_KERNELS")
         else:
-            os.environ["ZOO_NATIVE_KERNELS"] = previous
+            os.environ["ZOO_KERNELS"] = previous
 
 
 def _synced(tf, fn):
@@ -96,7 +99,8 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     if kernels.load("layer_ops") is None:
-        print("The native kernels did not build (is g++ installed?): nothing to compare.", file=sys.stderr)
+        print("The native kernels are unavailable (is g++ installed? ZOO_KERNELS=xla or plain turns them off): "
+              "nothing to compare.", file=sys.stderr)
         return 1
     calls = 5 if args.tiny else 20
     cases = []
@@ -110,19 +114,20 @@ def main(argv=None):
                 results.append(dict(kernel=case["kernel"], dtype=case["dtype"], form=form, repeat=repeat,
                                     ms=1e3 * common.median_seconds(_synced(tf, case["fns"][form]), calls)))
     rows = []
-    print(f"{'kernel':<20} {'dtype':<9} {'islands ms':>11} {'native ms':>10} {'native/islands':>15}")
+    print(f"{'kernel':<20} {'dtype':<9} {'islands ms':>11} {'native ms':>10} {'plain ms':>9} {'native/islands':>15}")
     for case in cases:
         best = {form: min(r["ms"] for r in results
                           if (r["kernel"], r["dtype"], r["form"]) == (case["kernel"], case["dtype"], form))
                 for form in FORMS}
         row = {"kernel": case["kernel"], "dtype": case["dtype"], "islands_ms": best["islands"],
-               "native_ms": best["native"], "ratio": best["native"] / best["islands"]}
+               "native_ms": best["native"], "plain_ms": best["plain"], "ratio": best["native"] / best["islands"]}
         rows.append(row)
         print(f"{row['kernel']:<20} {row['dtype']:<9} {row['islands_ms']:>11.2f} {row['native_ms']:>10.2f} "
-              f"{row['ratio']:>15.2f}")
+              f"{row['plain_ms']:>9.2f} {row['ratio']:>15.2f}")
     if args.json_out:
-        common.write_json(args.json_out, {"benchmark": "training_kernels", "tiny": args.tiny, "results": results,
-                                          "rows": rows})
+        meta = common.run_metadata(common.command_line("benchmarks.training_kernels", argv))
+        common.write_json(args.json_out, {"meta": meta, "benchmark": "training_kernels", "tiny": args.tiny,
+                                          "results": results, "rows": rows})
     return 0
 
 

@@ -33,25 +33,25 @@ def real_vocabulary():
     return learn_vocabulary((s for d in docs for s in d), 600)
 
 
-@pytest.fixture(params=["islands", "native"])
+@pytest.fixture(params=["xla", "native", "plain"])
 def training_kernels(request, monkeypatch):
-    """Runs a test on both CPU training paths of zoo/layers: the XLA islands and the native kernels
-    (zoo/layers/native.py). The native run skips only where no g++ exists; with one, a failed build fails."""
+    """Runs a test in each tier of zoo/layers' training kernels (zoo/layers/tiers.py, chosen by ZOO_KERNELS):
+    the XLA islands, the native kernels and plain TF ops. The native run skips only where no g++ exists (or a GPU
+    is visible); with one, a failed build fails."""
     import shutil
 
-    if request.param == "islands":
-        monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
+    monkeypatch.setenv("ZOO_KERNELS", request.param)
+    if request.param != "native":
         return request.param
     import tensorflow as tf
 
     from zoo import kernels
-    from zoo.layers import native
+    from zoo.layers import tiers
 
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")
     if shutil.which("g++") is None:
-        pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build; the islands are tested alone")
+        pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build; the other tiers are tested alone")
     if tf.config.list_logical_devices("GPU"):
-        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/native.py)")
+        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/tiers.py)")
     assert kernels.load("layer_ops") is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
-    assert native.layer_ops(tf.float32) is not None
+    assert tiers.select("layer_norm", tf.float32) == "native"
     return request.param

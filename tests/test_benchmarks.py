@@ -7,6 +7,7 @@ they cannot rot; the numbers themselves mean nothing at this size.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,19 @@ def _run(module, out_dir, *flags):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(out) as f:
         return proc.stdout, json.load(f), out
+
+
+META_KEYS = {"date", "commit", "machine", "cores", "versions", "command"}
+
+
+def _check_meta(data, module):
+    """The run's "meta" (benchmarks.common.run_metadata): when, which code, which machine, which libraries, how."""
+    meta = data["meta"]
+    assert META_KEYS <= set(meta), meta
+    assert re.fullmatch(r"[0-9a-f]{4,40}(-dirty)?", meta["commit"]), meta  # `git rev-parse --short HEAD` of the run
+    assert meta["date"].endswith("+00:00") and meta["cores"] == os.cpu_count() and meta["machine"]
+    assert meta["command"].startswith(f"python -m {module} --tiny"), meta
+    assert {"tensorflow", "keras"} <= set(meta["versions"]), meta
 
 
 def _positive(row, *keys):
@@ -66,6 +80,7 @@ def test_pretrain_throughput_tiny(pretrain):
         _positive(ratio, "ratio")
         assert f"zoo best ({ratio['zoo_setting']}) / {ratio['peer']} best" in stdout
     assert "matmul peak (tf.matmul): float32" in stdout
+    _check_meta(data, "benchmarks.pretrain_throughput")
 
 
 def test_model_flops_formula_counts_the_zoo_encoder_kernels():
@@ -95,6 +110,7 @@ def test_data_pipeline_tiny(data_pipeline):
     _positive(keeps_up, "real_step_ms", "synthetic_step_ms")
     assert math.isfinite(keeps_up["difference_pct"])
     assert "input pipeline keeps up: zoo step" in stdout
+    _check_meta(data, "benchmarks.data_pipeline")
 
 
 def test_serving_tiny(serving):
@@ -105,6 +121,7 @@ def test_serving_tiny(serving):
         assert row["p99_ms"] >= row["p50_ms"]
         assert row["contender"] in stdout
     assert data["dims"]["model"]["vocab"] == 30522
+    _check_meta(data, "benchmarks.serving")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +137,7 @@ def test_inference_kernels_tiny(inference_kernels):
         _positive(row, "before_us", "after_us", "ratio")
         assert abs(row["ratio"] - row["after_us"] / row["before_us"]) < 1e-9
     assert "after/before" in stdout
+    _check_meta(data, "benchmarks.inference_kernels")
 
 
 def test_training_kernels_tiny(tmp_path):
@@ -136,6 +154,7 @@ def test_training_kernels_tiny(tmp_path):
     for row in data["rows"]:
         _positive(row, "islands_ms", "native_ms", "ratio")
     assert "native/islands" in stdout
+    _check_meta(data, "benchmarks.training_kernels")
     assert plot_results.main([path, f"--out_dir={tmp_path / 'plots'}"]) == 0
     assert os.path.getsize(tmp_path / "plots" / "training_kernels.png") > 1000
 
@@ -158,5 +177,35 @@ def test_compare_revisions_tiny_runs_each_revision_from_its_own_checkout(tmp_pat
     assert [len(data["step_ms"][k]) for k in ("a", "b")] == [1, 1]
     _positive(data, "ratio_b_over_a")
     assert "round 1 A:" in stdout and "round 1 B:" in stdout and "B/A = " in stdout
+    _check_meta(data, "benchmarks.compare_revisions")
     leftovers = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "zoo_rev_" not in leftovers  # the temporary checkouts are removed
+
+
+def test_run_metadata_names_the_command_commit_and_versions():
+    from benchmarks import common
+
+    meta = common.run_metadata(common.command_line("benchmarks.serving", ["--tiny", "--json_out=a b.json"]))
+    assert META_KEYS <= set(meta)
+    assert meta["command"] == "python -m benchmarks.serving --tiny '--json_out=a b.json'"
+    assert meta["machine"].endswith(f", {os.cpu_count()} cores")
+    assert all(isinstance(v, str) and v for v in meta["versions"].values())
+
+
+def test_recorded_results_carry_meta_one_file_per_benchmark_and_machine():
+    results = os.path.join(ROOT, "benchmarks", "results")
+    seen = {}
+    for name in sorted(os.listdir(results)):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(results, name)) as f:
+            data = json.load(f)
+        meta = data["meta"]
+        assert META_KEYS <= set(meta), name
+        assert {"tensorflow", "keras", "keras-hub", "torch", "transformers"} <= set(meta["versions"]), name
+        assert meta["command"].startswith("PYTHONPATH=. python -m benchmarks." + data["benchmark"]), name
+        # One per benchmark, machine and precision set (the float32 pretraining run is the bf16 run's companion).
+        precisions = tuple(sorted({r.get("precision", "") for r in data.get("rows", [])}))
+        key = (data["benchmark"], meta["machine"], precisions)
+        assert key not in seen, (name, seen.get(key))
+        seen[key] = name

@@ -20,7 +20,7 @@ import cli_utils as cli
 from reference_bert_numpy import bert_forward, masked_lm_logits
 from zoo import model_dir as md
 from zoo.bert import BertClassifier, BertConfig, load_pretrained, pretrainer
-from zoo.bert import convert
+from zoo.bert import convert, weight_map
 from zoo.bert import convert_formats as fmt
 from zoo.bert.convert_io import read_zoo
 from zoo.text.wordpiece import load_vocabulary
@@ -68,7 +68,8 @@ def _max_diffs(golden, embedding, layers, sequence, mask, pooled):
 def test_minilm_keras_parity_with_hf(minilm_dir, golden):
     assert len(golden["hidden_states"]) == 7 and golden["max_length"] == 128
     config = md.read_config(minilm_dir)
-    assert config["preprocessor"] == {"lowercase": True, "sequence_length": 128, "vocabulary": "vocab.txt"}
+    assert config["preprocessor"] == {"sequence_length": 128}
+    assert config["tokenizer"]["lowercase"] is True and config["tokenizer"]["assets"] == {"vocabulary": "vocab.txt"}
     assert config["conversion"]["parts"] == {"pooler": True, "mlm": False, "nsp": False}
     backbone, pre = load_pretrained(minilm_dir, trim=True)
     features = pre(tf.constant([t.encode("utf-8") for t in golden["texts_json"]]))
@@ -158,7 +159,7 @@ def _random_weights(config, seed=0):
     """Canonical weights with non-trivial values everywhere (a swapped gamma/beta or bias would show)."""
     rng = np.random.RandomState(seed)
     out = {}
-    for name, shape in convert.expected_shapes(config).items():
+    for name, shape in weight_map.expected_shapes(config).items():
         value = rng.normal(0, 0.2 if len(shape) > 1 else 0.5, shape).astype(np.float32)
         out[name] = value + 1.0 if name.endswith("gamma") else value
     return out
@@ -225,7 +226,7 @@ def _zoo_pretrainer(model_dir, config):
 def test_tf1_checkpoint_matches_numpy_reference(tiny):
     config, w = tiny["config"], tiny["weights"]
     values = md.read_config(tiny["zoo"])
-    assert values["preprocessor"]["lowercase"] is True  # "uncased" in the folder name
+    assert values["tokenizer"]["lowercase"] is True  # "uncased" in the folder name
     assert values["conversion"]["parts"] == {"pooler": True, "mlm": True, "nsp": True}
     model = _zoo_pretrainer(tiny["zoo"], config)
     f = _features()
@@ -247,9 +248,10 @@ def test_tf1_casing_from_folder_name_and_override(tiny, tmp_path):
     cased = str(tmp_path / "cased_L-2_H-32_A-2")
     shutil.copytree(tiny["tf1"], cased)
     convert.from_tf1(cased, str(tmp_path / "a"))
-    assert md.read_config(str(tmp_path / "a"))["preprocessor"]["lowercase"] is False
+    assert md.read_config(str(tmp_path / "a"))["tokenizer"]["lowercase"] is False
     convert.from_tf1(os.path.join(cased, "bert_model.ckpt"), str(tmp_path / "b"), lowercase=True, sequence_length=32)
-    assert md.read_config(str(tmp_path / "b"))["preprocessor"] == {"lowercase": True, "sequence_length": 32, "vocabulary": "vocab.txt"}
+    b_config = md.read_config(str(tmp_path / "b"))
+    assert b_config["preprocessor"] == {"sequence_length": 32} and b_config["tokenizer"]["lowercase"] is True
     assert fmt.vocabulary_is_cased(["[CLS]", "the", "The"]) and not fmt.vocabulary_is_cased(["[CLS]", "the", "##s", "東"])
 
 
@@ -376,7 +378,7 @@ def test_hf_casing_from_tokenizer_config_or_vocabulary(tiny, tmp_path, monkeypat
     os.remove(settings)
     converted = convert.from_hf(source, str(tmp_path / "b"))
     assert converted.lowercase is True and "no upper-case" in converted.source["lowercase_from"]
-    assert md.read_config(str(tmp_path / "b"))["preprocessor"]["lowercase"] is True
+    assert md.read_config(str(tmp_path / "b"))["tokenizer"]["lowercase"] is True
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     with pytest.raises(convert.ConversionError, match="pytorch_model.bin is a PyTorch pickle and reading it needs torch"):
         fmt.read_torch_bin(os.path.join(source, "pytorch_model.bin"))
@@ -417,7 +419,7 @@ def test_finetuned_dir_exports_its_backbone(tiny, tmp_path):
 
     classifier = BertClassifier.from_model_dir(tiny["zoo"], num_classes=3)
     ft = str(tmp_path / "ft")
-    write_model_dir(ft, tiny["config"], tiny["vocabulary"], classifier={"num_classes": 3, "dropout": 0.1})
+    write_model_dir(ft, tiny["config"], tiny["vocabulary"], task={"num_classes": 3, "dropout": 0.1})
     tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft, max_to_keep=1).save()
     converted = convert.to_hf(ft, str(tmp_path / "hf"))
     assert converted.parts == {"pooler": True, "mlm": False, "nsp": False}
@@ -453,5 +455,5 @@ def test_minilm_finetune_flagfile_runs_from_converted_weights(minilm_dir, tmp_pa
     assert results["random_init"] is False and results["majority_class_accuracy"] == 0.5
     assert 0.0 < results["accuracy"] <= 1.0
     config = md.read_config(str(out))
-    assert config["finetuned_from"] == os.path.abspath(minilm_dir) and config["classifier"]["pooling"] == "mean"
+    assert config["finetuned_from"] == os.path.abspath(minilm_dir) and config["task"]["pooling"] == "mean"
     assert config["backbone"] == md.read_config(minilm_dir)["backbone"]

@@ -154,9 +154,14 @@ def test_default_corpus_is_real_imdb_text_without_rotten_tomatoes():
     assert "<br" not in text and "\ufffd" not in text
     lines = set(text.split("\n"))
     task = corpus.rotten_tomatoes_task(seed=0)
-    assert len(task["train"]) + len(task["test"]) == 8530 and len(task["test"]) == 1706
-    assert {label for _, label in task["train"]} == {0, 1}
-    assert not lines & {t for t, _ in task["train"] + task["test"]}
+    assert len(task["train"]) + len(task["dev"]) + len(task["test"]) == 8530
+    assert len(task["test"]) == 1706 and len(task["dev"]) == 852
+    assert {label for _, label in task["train"]} == {label for _, label in task["dev"]} == {0, 1}
+    parts = [{t for t, _ in task[p]} for p in ("train", "dev", "test")]
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    assert not lines & set().union(*parts)
+    # The test split is the benchmark: carving out a dev split leaves it as it was.
+    assert sorted(task["test"]) == sorted(corpus.rotten_tomatoes_task(seed=0, dev_fraction=0.0)["test"])
     assert task == corpus.rotten_tomatoes_task(seed=0) and task != corpus.rotten_tomatoes_task(seed=1)
 
 

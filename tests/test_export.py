@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 from zoo import export as export_lib
 from zoo.bert import BertClassifier, BertConfig, load_pretrained, pretrainer, write_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXTS = ["The movie was great!", "", "naïve café — 東京 🙂 " * 40, "Ünïcödé and ZWJ 👩‍👩‍👧 family", "short"]
-PAIRS = (["Is it good?", "", "a b c"], ["Yes, very.", "x", ""])
+TEXTS, PAIRS = harness.TEXTS, harness.PAIRS
 
 
 @pytest.fixture(scope="module")
@@ -31,46 +31,55 @@ def model_dir(tmp_path_factory, real_vocabulary):
     return path
 
 
+def _keras_reference(model_dir):
+    """reference(signature, batches) for harness.check_export: the Keras model of `model_dir` (a pretrained
+    backbone, or a fine-tuned classifier) on the same strings, under BERT's serving output names."""
+    import zoo
+    from zoo import model_dir as md
+
+    if "task" in md.read_config(model_dir):
+        classifier = zoo.load_task(model_dir, trim=True)
+        backbone, pre = classifier.backbone, classifier.preprocessor
+    else:
+        classifier = None
+        backbone, pre = load_pretrained(model_dir, trim=True)
+
+    def reference(signature, batches):
+        features = pre(*[tf.constant(b) for b in batches])
+        if classifier is not None and not signature.startswith("encode"):  # classify*, serving_default
+            logits = classifier(features)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+        out = backbone(features)
+        result = {"pooled_output": out["pooled_output"], "sequence_output": out["sequence_output"],
+                  "sequence_mask": tf.cast(features["padding_mask"], tf.int32), "embedding_output": out["embedding_output"]}
+        result.update({f"encoder_layer_{i}": layer for i, layer in enumerate(out["encoder_outputs"])})
+        return result
+
+    return reference
+
+
 @pytest.fixture(scope="module")
-def exported(model_dir, tmp_path_factory):
-    from trainers.common import export_model_dir
-
+def export_check(model_dir, tmp_path_factory):
+    """The float32 export of `model_dir` through harness.check_export: fresh-process parity with Keras (<= 1e-5,
+    every output), the op allow-list, hostile inputs."""
     out = str(tmp_path_factory.mktemp("export") / "bert")
-    export_model_dir(model_dir, out)
-    return out
+    return harness.check_export(model_dir, out, reference=_keras_reference(model_dir), texts=TEXTS, pairs=PAIRS,
+                                expect_ops=("FastWordpieceTokenizeWithOffsets",))  # the check really sees TF Text ops
 
 
-FRESH = r"""
-import json, sys
-import numpy as np, tensorflow as tf, tensorflow_text  # the only imports a server-side user needs
-assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
-loaded = tf.saved_model.load(sys.argv[1])
-texts = json.loads(sys.argv[2]); pairs = json.loads(sys.argv[3])
-out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(texts)).items()}
-pair = {k: v.numpy() for k, v in loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])).items()}
-assert not any(m.startswith("zoo") for m in sys.modules)
-np.savez(sys.argv[4], **{"single_" + k: v for k, v in out.items()}, **{"pair_" + k: v for k, v in pair.items()})
-"""
+@pytest.fixture(scope="module")
+def exported(export_check):
+    return export_check["export_dir"]
 
 
-def test_fresh_process_parity_with_keras(exported, model_dir, tmp_path):
-    npz = str(tmp_path / "out.npz")
-    subprocess.run([sys.executable, "-c", FRESH, exported, json.dumps(TEXTS), json.dumps(PAIRS), npz], check=True, cwd=str(tmp_path))
-    got = np.load(npz)
-    backbone, pre = load_pretrained(model_dir, trim=True)
-    for prefix, features in (("single_", pre(tf.constant(TEXTS))), ("pair_", pre(tf.constant(PAIRS[0]), tf.constant(PAIRS[1])))):
-        ref = backbone(features)
-        mask = features["padding_mask"].numpy()
-        np.testing.assert_array_equal(got[prefix + "sequence_mask"], mask)
-        assert np.abs(got[prefix + "pooled_output"] - ref["pooled_output"].numpy()).max() <= 1e-5
-        assert np.abs(got[prefix + "sequence_output"] - ref["sequence_output"].numpy()).max() <= 1e-5
-        for i, layer in enumerate(ref["encoder_outputs"]):
-            assert np.abs(got[f"{prefix}encoder_layer_{i}"] - layer.numpy()).max() <= 1e-5
-        assert np.abs(got[prefix + "embedding_output"] - ref["embedding_output"].numpy()).max() <= 1e-5
+def test_float32_export_passes_the_harness(export_check):
+    got = export_check["outputs"]
+    assert set(got) == {"encode", "encode_pairs", "serving_default"} and "encoder_layer_1" in got["encode"]
     # Over-long text is truncated to the model's 32 tokens; the empty string is [CLS] [SEP].
-    assert got["single_sequence_output"].shape[1] == 32
-    assert got["single_sequence_mask"][1].sum() == 2
-    assert np.all(np.isfinite(got["single_pooled_output"]))
+    assert got["encode"]["sequence_output"].shape[1] == 32
+    assert got["encode"]["sequence_mask"][1].sum() == 2
+    assert np.all(np.isfinite(got["encode"]["pooled_output"]))
+    assert not set(export_check["ops"]) & export_lib.TF_TEXT_MISSING_IN_2_12
 
 
 # saved_model_cli itself, with TF Text's ops registered first (as TF Serving links them into its binary).
@@ -84,13 +93,6 @@ def test_saved_model_cli_runs(exported):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pooled_output" in result.stdout
-
-
-def test_only_tf_serving_ops(exported):
-    ops = export_lib.list_ops(exported)
-    assert "FastWordpieceTokenizeWithOffsets" in ops  # the check really sees TF Text ops
-    assert export_lib.disallowed_ops(ops) == []
-    assert not set(ops) & export_lib.TF_TEXT_MISSING_IN_2_12
 
 
 def test_op_check_rejects_python_and_new_tf_text_ops(tmp_path):
@@ -121,7 +123,7 @@ def test_xla_function_in_a_plain_export_is_an_error_and_leaves_nothing(model_dir
     # A training-only XLA island (zoo.layers.islands) reaching an inference path must not ship silently.
     from zoo.layers.activations import gelu_for_training
 
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # the island, not the native kernel (next test)
+    monkeypatch.setenv("ZOO_KERNELS", "xla")  # the island, not the native kernel (next test)
     leaky = tf.function(lambda x: {"y": gelu_for_training(x)}, input_signature=[tf.TensorSpec([None], tf.float32)])
     backbone, _ = load_pretrained(model_dir)
     out = str(tmp_path / "never")
@@ -138,7 +140,7 @@ def test_native_training_kernel_in_an_export_is_an_error_and_leaves_nothing(mode
     from zoo.layers import native
     from zoo.layers.activations import gelu_for_training
 
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")
+    monkeypatch.setenv("ZOO_KERNELS", "native")
     if shutil.which("g++") is None or native.layer_ops(tf.float32) is None:
         pytest.skip("the native kernels do not apply here (no g++ or an accelerator)")
     leaky = tf.function(lambda x: {"y": gelu_for_training(x)}, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
@@ -155,24 +157,43 @@ def _finetuned_model_dir(model_dir, ft_dir, num_classes):
     classifier = BertClassifier.from_model_dir(model_dir, num_classes=num_classes)
     config = json.load(open(os.path.join(model_dir, "zoo_config.json")))
     write_model_dir(ft_dir, BertConfig.from_dict(config["backbone"]), load_vocabulary(os.path.join(model_dir, "vocab.txt")),
-                    sequence_length=32, classifier={"num_classes": num_classes, "dropout": 0.1})
+                    sequence_length=32, task={"num_classes": num_classes, "dropout": 0.1})
     tf.train.CheckpointManager(tf.train.Checkpoint(model=classifier), ft_dir, max_to_keep=1).save()
     return classifier
 
 
-def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
-    from trainers.common import export_model_dir
+def _assert_empty_batch(result, num_classes, hidden=32):
+    # TF Serving may send a batch of zero strings: every endpoint answers with [0, ...] outputs of the usual rank
+    # and dtype, not an error (harness.check_export served it in a fresh process).
+    shapes = result["hostile"]["zero_batch"]
+    assert set(shapes) == {"encode", "encode_pairs", "classify", "classify_pairs", "serving_default"}
+    for signature, values in shapes.items():
+        for key, value in values.items():
+            name, shape, dtype = f"{signature}/{key}", list(value.shape), value.dtype.name
+            assert shape[0] == 0, (name, shape)
+            if key in ("probabilities", "logits"):
+                assert shape == [0, num_classes] and dtype == "float32", (name, shape, dtype)
+            elif key == "pooled_output":
+                assert shape == [0, hidden] and dtype == "float32"
+            elif key == "sequence_mask":
+                assert len(shape) == 2 and dtype == "int32"
+            else:
+                assert len(shape) == 3 and shape[2] == hidden and dtype == "float32", (name, shape, dtype)
 
+
+def test_finetuned_export_gives_probabilities(model_dir, tmp_path):
+    # harness.check_export: every endpoint (encode, classify and their pairs) matches the Keras classifier in a
+    # fresh process to 1e-5, the op allow-list holds, hostile inputs (a batch of zero strings too) are answered.
     ft_dir = str(tmp_path / "ft")
-    classifier = _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
-    out = export_model_dir(ft_dir, str(tmp_path / "ft_export"))
-    loaded = tf.saved_model.load(out)
-    probs = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
+    _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
+    result = harness.check_export(ft_dir, str(tmp_path / "ft_export"), reference=_keras_reference(ft_dir))
+    probs = result["outputs"]["classify"]["probabilities"]
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    ref = tf.nn.softmax(classifier(tf.constant(TEXTS))).numpy()
-    assert np.abs(probs - ref).max() <= 1e-5
-    pair_probs = loaded.signatures["classify_pairs"](text_a=tf.constant(PAIRS[0]), text_b=tf.constant(PAIRS[1]))["probabilities"]
-    assert pair_probs.shape == (3, 3)
+    assert probs.shape == (len(TEXTS), 3)
+    assert result["outputs"]["classify_pairs"]["probabilities"].shape == (3, 3)
+    loaded = tf.saved_model.load(result["export_dir"])
+    assert loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].shape == (len(TEXTS), 3)
+    _assert_empty_batch(result, num_classes=3)
 
 
 def _stored_dtypes(export_dir):
@@ -246,48 +267,41 @@ def test_float32_export_ignores_the_callers_mixed_policy(exported, model_dir, tm
     assert np.abs(got - want).max() <= 1e-5
 
 
-XLA_FRESH = r"""
-import json, sys
-import numpy as np, tensorflow as tf, tensorflow_text
-loaded = tf.saved_model.load(sys.argv[1])
-texts = json.loads(sys.argv[2]); pairs = json.loads(sys.argv[3])
-out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(texts)).items()}
-pair = {k: v.numpy() for k, v in loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])).items()}
-assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
-np.savez(sys.argv[4], **{"single_" + k: v for k, v in out.items()}, **{"pair_" + k: v for k, v in pair.items()})
-"""
-
-
 def test_jit_compile_export_matches_float32_in_a_fresh_process(exported, model_dir, tmp_path):
     # trainers.export --jit_compile: the network is one XLA function, lengths padded to a multiple of 8; the
-    # outputs are the float32 export's (XLA reorders float sums only), with the padding masked out.
-    from trainers.common import XLA_LENGTH_MULTIPLE, export_model_dir
+    # outputs are the float32 Keras model's (XLA reorders float sums only), with the padding masked out; served
+    # in a fresh process by harness.check_export (op allow-list, hostile inputs, a batch of zero strings too).
+    from trainers.common import XLA_LENGTH_MULTIPLE
 
-    out = export_model_dir(model_dir, str(tmp_path / "xla"), jit_compile=True)
-    assert export_lib.xla_functions(out) and not export_lib.xla_functions(exported)
-    assert export_lib.disallowed_ops(export_lib.list_ops(out)) == []
+    ft_dir = str(tmp_path / "ft")
+    _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
     texts = ["The movie was great!", "short", ""]
     pairs = [["Is it good?", "film " * 40], ["Yes.", "x"]]  # the second pair fills T = 32 (a clamp at a T that is
     # not a multiple of 8 is tested on BertPreprocessor itself)
-    npz = str(tmp_path / "xla.npz")
-    subprocess.run([sys.executable, "-c", XLA_FRESH, out, json.dumps(texts), json.dumps(pairs), npz], check=True, cwd=str(tmp_path))
-    got = np.load(npz)
-    loaded = tf.saved_model.load(exported)
-    for prefix, exact in (("single_", loaded.signatures["encode"](text=tf.constant(texts))),
-                          ("pair_", loaded.signatures["encode_pairs"](text_a=tf.constant(pairs[0]), text_b=tf.constant(pairs[1])))):
-        exact = {k: v.numpy() for k, v in exact.items()}
-        length = exact["sequence_mask"].shape[1]
+
+    def compare(signature, got, want):
+        assert set(got) == set(want), (signature, sorted(got), sorted(want))
+        if "sequence_mask" not in want:  # classify: [B, K]
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=f"{signature}/{name}")
+            return
+        length = want["sequence_mask"].shape[1]
         bucket = min(-(-length // XLA_LENGTH_MULTIPLE) * XLA_LENGTH_MULTIPLE, 32)
-        assert got[prefix + "sequence_mask"].shape[1] == bucket
-        np.testing.assert_array_equal(got[prefix + "sequence_mask"][:, :length], exact["sequence_mask"])
-        assert got[prefix + "sequence_mask"][:, length:].sum() == 0
-        for name, want in exact.items():
-            if name == "sequence_mask":
-                continue
-            have = got[prefix + name]
-            np.testing.assert_allclose(have if want.ndim == 2 else have[:, :length], want, atol=1e-5, err_msg=prefix + name)
-    assert got["single_sequence_mask"].shape[1] == XLA_LENGTH_MULTIPLE  # 7 tokens -> 8
-    assert got["pair_sequence_mask"].shape[1] == 32  # full length stays 32
+        assert got["sequence_mask"].shape[1] == bucket
+        np.testing.assert_array_equal(got["sequence_mask"][:, :length], want["sequence_mask"])
+        assert got["sequence_mask"][:, length:].sum() == 0
+        for name, value in want.items():
+            if name != "sequence_mask":
+                have = got[name]
+                np.testing.assert_allclose(have if value.ndim == 2 else have[:, :length], value, atol=1e-5, err_msg=f"{signature}/{name}")
+
+    result = harness.check_export(ft_dir, str(tmp_path / "xla"), reference=_keras_reference(ft_dir), texts=texts, pairs=pairs,
+                                  compare=compare, jit_compile=True)
+    assert export_lib.xla_functions(result["export_dir"]) and not export_lib.xla_functions(exported)
+    got = result["outputs"]
+    assert got["encode"]["sequence_mask"].shape[1] == XLA_LENGTH_MULTIPLE  # 7 tokens -> 8
+    assert got["encode_pairs"]["sequence_mask"].shape[1] == 32  # full length stays 32
+    _assert_empty_batch(result, num_classes=3)
 
 
 def test_bfloat16_jit_compiled_classifier_export(model_dir, tmp_path):
@@ -315,18 +329,6 @@ def test_export_rejects_unknown_precision(model_dir, tmp_path):
     assert not os.path.exists(str(tmp_path / "x"))
 
 
-FROZEN_FRESH = r"""
-import json, sys
-import numpy as np, tensorflow as tf, tensorflow_text
-loaded = tf.saved_model.load(sys.argv[1])
-texts = tf.constant(json.loads(sys.argv[2]))
-out = {k: v.numpy() for k, v in loaded.signatures["encode"](text=texts).items()}
-out.update({k: v.numpy() for k, v in loaded.signatures["classify"](text=texts).items()})
-assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
-np.savez(sys.argv[3], **out)
-"""
-
-
 def _weight_bytes(export_dir):
     parts = ("backbone", "head") if _stored_values(export_dir, "head") else ("backbone",)
     return sum(np.asarray(v).nbytes for part in parts for v in _stored_values(export_dir, part))
@@ -349,29 +351,37 @@ def _float_constant_bytes(export_dir):
 def test_frozen_weights_export(model_dir, tmp_path, precision):
     # --freeze_weights: the network reads its weights as graph constants, ONE copy for all four endpoints of a
     # fine-tuned export (each endpoint freezing its own would store them four times); the variables stay, so the
-    # export is still a model source; served in a fresh process, the outputs are the unfrozen export's.
+    # export is still a model source; served in a fresh process (harness.check_export: also hostile inputs, a
+    # batch of zero strings, the op allow-list), the outputs are the unfrozen export's.
     from trainers.common import export_model_dir
 
     ft_dir = str(tmp_path / "ft")
     _finetuned_model_dir(model_dir, ft_dir, num_classes=3)
     plain = export_model_dir(ft_dir, str(tmp_path / "plain"), precision=precision)
-    frozen = export_model_dir(ft_dir, str(tmp_path / "frozen"), precision=precision, freeze_weights=True)
+    loaded = tf.saved_model.load(plain)
+
+    def reference(signature, batches):
+        function = loaded.signatures[signature]
+        names = sorted(function.structured_input_signature[1])
+        return function(**{name: tf.constant(batch) for name, batch in zip(names, batches)})
+
+    # Same weights and maths; oneDNN's cached-weight kernel may sum in another order (bf16: one rounding apart).
+    tolerance = 1e-5 if precision == "float32" else 2e-2
+
+    def compare(signature, got, want):
+        assert set(got) == set(want), (signature, sorted(got), sorted(want))
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, atol=tolerance * max(1.0, np.abs(value).max()), err_msg=f"{signature}/{name}")
+
+    result = harness.check_export(ft_dir, str(tmp_path / "frozen"), reference=reference, compare=compare, precision=precision,
+                                  freeze_weights=True)
+    frozen = result["export_dir"]
     assert json.load(open(os.path.join(frozen, "assets", "zoo_config.json")))["export"]["freeze_weights"] is True
-    assert export_lib.disallowed_ops(export_lib.list_ops(frozen)) == [] and not export_lib.xla_functions(frozen)
+    assert not export_lib.xla_functions(frozen)
     weights = _weight_bytes(frozen)
     assert weights == _weight_bytes(plain) > 0
     assert weights <= _float_constant_bytes(frozen) - _float_constant_bytes(plain) < 1.5 * weights  # one copy in the graph
-    npz = str(tmp_path / "frozen.npz")
-    subprocess.run([sys.executable, "-c", FROZEN_FRESH, frozen, json.dumps(TEXTS), npz], check=True, cwd=str(tmp_path))
-    got = np.load(npz)
-    loaded = tf.saved_model.load(plain)
-    want = {k: v.numpy() for k, v in loaded.signatures["encode"](text=tf.constant(TEXTS)).items()}
-    want.update({k: v.numpy() for k, v in loaded.signatures["classify"](text=tf.constant(TEXTS)).items()})
-    assert set(got.files) == set(want)
-    # Same weights and maths; oneDNN's cached-weight kernel may sum in another order (bf16: one rounding apart).
-    tolerance = 1e-5 if precision == "float32" else 2e-2
-    for name, value in want.items():
-        np.testing.assert_allclose(got[name], value, atol=tolerance * max(1.0, np.abs(value).max()), err_msg=name)
+    _assert_empty_batch(result, num_classes=3)
     backbone, _ = load_pretrained(frozen)  # still a model source (read back into float32 layers)
     assert len(backbone.weights) > 0
 

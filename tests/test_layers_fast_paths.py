@@ -43,25 +43,40 @@ def test_gelu_with_bias_and_its_gradients_equal_autodiff_of_gelu_of_the_sum(dtyp
     assert (np.abs(got[1].numpy() - want[1].numpy()) <= tol * scale + 1e-5).all()
 
 
+def _spy_on_form(monkeypatch, op, calls, label, tier="xla", record=lambda *inputs: None):
+    """Replaces `op`'s form in `tier` (zoo.layers.tiers.TieredOp.forms) by one that appends (label, record(inputs))
+    to calls, then runs the original."""
+    from zoo.layers import tiers
+
+    form = op.forms[tier]
+
+    def forward(*inputs, **attrs):
+        calls.append((label, record(*inputs)))
+        return form.forward(*inputs, **attrs)
+
+    monkeypatch.setitem(op.forms, tier, tiers.Form(forward, form.backward, form.prepare))
+
+
 def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypatch):
     """The bias add must not sit next to the MatMul in TF's graph: grappler would fuse the two into oneDNN's
-    non-AMX inner_product kernel (zoo/layers/dense.py). Both training paths go through an island instead."""
+    non-AMX inner_product kernel (zoo/layers/dense.py). The island tier adds the bias in an island instead (the
+    native tier in a graph op of its own: tests/test_layers_native.py)."""
     from zoo.layers import TransformerBlock, activations, dense
 
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # the GELU's island (the native kernel is a graph op: see below)
+    monkeypatch.setenv("ZOO_KERNELS", "xla")
 
     calls = []
-    island = dense._bias_add_xla
-    monkeypatch.setattr(dense, "_bias_add_xla", lambda *a: calls.append("bias") or island(*a))
+    _spy_on_form(monkeypatch, dense.bias_add, calls, "bias")
     layer = dense.Dense(5)
     x = tf.random.normal([3, 4])
     layer(x)
     layer.bias.assign(tf.range(5, dtype=tf.float32))
     np.testing.assert_allclose(layer(x, training=True).numpy(), layer(x).numpy(), rtol=1e-6, atol=1e-6)
-    assert calls == ["bias"]
-    gelu_calls = []
-    forward = activations._gelu_forward_xla
-    monkeypatch.setattr(activations, "_gelu_forward_xla", lambda *a: gelu_calls.append(a[1].shape) or forward(*a))
+    assert calls == [("bias", None)]
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    matmuls = [op for op in graph.get_operations() if op.type == "MatMul"]
+    assert matmuls and all(c.type not in ("BiasAdd", "AddV2") for op in matmuls for c in op.outputs[0].consumers())
+    _spy_on_form(monkeypatch, activations.bias_gelu, calls, "gelu", record=lambda x, bias=None: bias.shape)
     block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.0)
     y = tf.random.normal([2, 4, 8])
     block(y)
@@ -69,7 +84,7 @@ def test_dense_training_forward_is_a_plain_matmul_then_the_bias_island(monkeypat
     calls.clear()
     np.testing.assert_allclose(block(y, training=True).numpy(), block(y).numpy(), rtol=1e-5, atol=1e-5)
     # qkv, attention output and ffn_output through the bias island; the intermediate bias inside the GELU island.
-    assert calls == ["bias"] * 3 and gelu_calls == [tf.TensorShape([16])]
+    assert sorted(calls, key=str) == [("bias", None)] * 3 + [("gelu", tf.TensorShape([16]))]
 
 
 def test_dropout_keeps_one_minus_rate_and_preserves_the_mean(training_kernels):
@@ -178,31 +193,28 @@ def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
             softmax_cross_entropy_with_hits(tf.constant(bad), logits)
 
 
-def test_transformer_block_trains_through_the_xla_islands_and_infers_without(monkeypatch):
-    from zoo.layers import TransformerBlock, activations, dropout, normalization, softmax
+@pytest.mark.parametrize("tier", ["xla", "plain"])
+def test_transformer_block_trains_through_the_tiered_kernels_and_infers_without(monkeypatch, tier):
+    from zoo.layers import TransformerBlock, activations, dense, dropout, normalization, softmax
 
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")  # tests/test_layers_native.py checks the native kernels' graph
+    monkeypatch.setenv("ZOO_KERNELS", tier)  # tests/test_layers_native.py checks the native kernels' graph
 
     block = TransformerBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, dropout=0.1)
     x = tf.random.normal([2, 4, 8])
     block(x)
     calls = []
-    spies = {"gelu_forward": activations._gelu_forward_xla, "mask": dropout._apply_keep_scale,
-             "layer_norm": normalization._forward_xla, "softmax": softmax._forward_xla}
-    try:
-        activations._gelu_forward_xla = lambda *a: calls.append("gelu") or spies["gelu_forward"](*a)
-        dropout._apply_keep_scale = lambda *a: calls.append("mask") or spies["mask"](*a)
-        normalization._forward_xla = lambda *a: calls.append("layer_norm") or spies["layer_norm"](*a)
-        softmax._forward_xla = lambda *a: calls.append("softmax") or spies["softmax"](*a)
-        block(x, training=False)
-        assert calls == []
-        y = block(x, training=True)
-    finally:
-        activations._gelu_forward_xla, dropout._apply_keep_scale = spies["gelu_forward"], spies["mask"]
-        normalization._forward_xla, softmax._forward_xla = spies["layer_norm"], spies["softmax"]
-    # the 2 residual branches (the attention probabilities' mask is inside the softmax island); both LayerNorms
-    assert "gelu" in calls and calls.count("mask") == 2 and calls.count("layer_norm") == 2 and y.shape == x.shape
-    assert calls.count("softmax") == 1
+    for op in (activations.bias_gelu, dense.bias_add, dropout.dropout_mask, normalization.layer_norm,
+               normalization.dropout_add_layer_norm, softmax.attention_softmax):
+        _spy_on_form(monkeypatch, op, calls, op.name, tier)
+    block(x, training=False)
+    assert calls == []
+    y = block(x, training=True)
+    names = [name for name, _ in calls]
+    # Each residual branch's dropout, add and layer norm are one op; the attention probabilities' dropout is
+    # inside the softmax; qkv, attention output and ffn_output add their biases; the intermediate one is in the GELU.
+    assert sorted(names) == sorted(["bias_gelu", "attention_softmax", "dropout_add_layer_norm",
+                                    "dropout_add_layer_norm", "bias_add", "bias_add", "bias_add"]), names
+    assert y.shape == x.shape
 
 
 @pytest.mark.parametrize("policy,tol", [("float32", 2e-5), ("mixed_bfloat16", 2e-2)])
@@ -548,11 +560,12 @@ def test_native_kernels_fall_back_cleanly_without_a_compiler_or_when_turned_off(
     monkeypatch.setenv("ZOO_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))  # no g++ on the PATH
     with caplog.at_level("WARNING"):
-        assert kernels.load.__wrapped__("fused_adamw") is None  # not cached: a fresh attempt
+        assert kernels._cached_load.__wrapped__("fused_adamw") is None  # not cached: a fresh attempt
     assert "Native kernel fused_adamw unavailable" in caplog.text
     assert list(tmp_path.iterdir()) == []  # no partial library left behind for the next process to load
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "0")
-    assert not kernels.enabled() and kernels.load.__wrapped__("fused_adamw") is None
+    for setting in ("xla", "plain"):  # the tiers without native kernels load none, not even fused AdamW's
+        monkeypatch.setenv("ZOO_KERNELS", setting)
+        assert not kernels.enabled() and kernels.load("fused_adamw") is None
 
 
 def test_export_op_check_refuses_the_native_training_ops_even_once_loaded():

@@ -1,5 +1,4 @@
-"""The native training kernels (zoo/kernels/layer_ops.cc via zoo/layers/native.py) equal the XLA islands they
-replace: the same dropout masks bit for bit, the same float32 maths within rounding; they reject bad inputs with
+"""The native training kernels (zoo/kernels/layer_ops.cc, chosen by zoo/layers/tiers.py) equal the XLA islands: the same dropout masks bit for bit, the same float32 maths within rounding; they reject bad inputs with
 a clear error, and they stay out of XLA compilations and inference graphs."""
 
 import shutil
@@ -18,7 +17,7 @@ def library():
     if shutil.which("g++") is None:
         pytest.skip("no g++ on this machine: zoo/kernels/layer_ops.cc cannot build")
     if tf.config.list_logical_devices("GPU"):
-        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/native.py)")
+        pytest.skip("a GPU is visible: the native CPU kernels stand aside (zoo/layers/tiers.py)")
     lib = kernels.load("layer_ops")
     assert lib is not None, "g++ is here but zoo/kernels/layer_ops.cc did not build (see the log)"
     return lib
@@ -26,7 +25,7 @@ def library():
 
 @pytest.fixture(autouse=True)
 def _native_kernels_on(monkeypatch):
-    monkeypatch.setenv("ZOO_NATIVE_KERNELS", "1")  # whatever the caller's environment says; tests may override
+    monkeypatch.setenv("ZOO_KERNELS", "native")  # whatever the caller's environment says; tests may override
 
 
 DTYPES = [(tf.float32, 2e-6), (tf.bfloat16, 1.6e-2)]
@@ -162,7 +161,7 @@ def test_registered_gradients_differentiate_the_linear_kernels_and_name_the_way_
     dx, dbias = tape.gradient(shifted, [x, bias], output_gradients=dy)
     np.testing.assert_array_equal(dx.numpy(), dy.numpy())
     _close(dbias, tf.reduce_sum(dy, axis=0), 1e-6)
-    with pytest.raises(NotImplementedError, match="ZOO_NATIVE_KERNELS=0"):
+    with pytest.raises(NotImplementedError, match="ZOO_KERNELS=xla"):
         tape.gradient(normalized, x)
 
 
@@ -253,8 +252,8 @@ def test_training_steps_match_between_native_kernels_and_islands(library, monkey
     keras.mixed_precision.set_global_policy(policy)
     try:
         results = []
-        for use_native in ("1", "0"):
-            monkeypatch.setenv("ZOO_NATIVE_KERNELS", use_native)
+        for tier in ("native", "xla"):
+            monkeypatch.setenv("ZOO_KERNELS", tier)
             keras.utils.set_random_seed(4)
             block = TransformerBlock(num_heads=2, hidden_dim=32, intermediate_dim=64, dropout=0.2)
             x = tf.random.stateless_normal([3, 9, 32], seed=[1, 2])
@@ -268,7 +267,7 @@ def test_training_steps_match_between_native_kernels_and_islands(library, monkey
                     v.assign_sub(1e-3 * tf.cast(g, v.dtype))
             results.append((losses, [v.numpy() for v in block.trainable_variables]))
             ops = [op.type for op in step.get_concrete_function(x).graph.get_operations()]
-            assert ("ZooDropoutAddLayerNorm" in ops) == (use_native == "1")
+            assert ("ZooDropoutAddLayerNorm" in ops) == (tier == "native")
         (native_losses, native_weights), (island_losses, island_weights) = results
         np.testing.assert_allclose(native_losses, island_losses, rtol=tol)
         for a, b in zip(native_weights, island_weights):
@@ -283,8 +282,8 @@ def test_bias_add_kernel_equals_the_island_and_sums_its_gradient_in_float32(libr
 
     x, bias, dy = _normal([3, 4, 37], 19, dtype), _normal([37], 20), _normal([3, 4, 37], 21, dtype)
     results = []
-    for use_native in ("1", "0"):
-        monkeypatch.setenv("ZOO_NATIVE_KERNELS", use_native)
+    for tier in ("native", "xla"):
+        monkeypatch.setenv("ZOO_KERNELS", tier)
         cast_bias = tf.cast(bias, dtype)
         with tf.GradientTape() as tape:
             tape.watch([x, cast_bias])

@@ -80,7 +80,7 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path):
     warnings = [m for level, _, m in cli.python_log_lines(output, "W") if "UTF-8" in m]
     assert len(warnings) == 1 and str(corpus) in warnings[0], warnings
     assert "replaced 3 invalid UTF-8 byte sequence(s)" in warnings[0]
-    assert json.loads((out / "data_config.json").read_text())["num_instances"] > 0
+    assert json.loads((out / "data_config.json").read_text())["num_examples"] > 0
     assert "\ufffd" not in (out / "vocab.txt").read_text(encoding="utf-8")  # cleaning drops U+FFFD, as BERT's
 
 
@@ -98,7 +98,7 @@ def test_one_megabyte_line(tmp_path):
                                          f"--max_predictions={cli.MAX_PREDICTIONS}", timeout=180)
     assert returncode == 0, cli.tail(output)
     examples = _parsed_records(out)
-    assert len(examples) == json.loads((out / "data_config.json").read_text())["num_instances"]
+    assert len(examples) == json.loads((out / "data_config.json").read_text())["num_examples"]
     assert all(len(e["token_ids"]) == cli.SEQUENCE_LENGTH for e in examples)
 
 
@@ -199,11 +199,11 @@ def test_create_pretraining_data_output_is_complete_and_trains(tmp_path, records
     shards = sorted(glob.glob(cli.records_glob(records)))
     config = json.loads(open(os.path.join(records, "data_config.json")).read())
     assert len(shards) == 2 and [os.path.basename(s) for s in shards] == config["shards"]
-    assert config["num_instances"] > 100 and config["vocab_file"] == "vocab.txt"
+    assert config["num_examples"] > 100 and config["tokenizer"]["assets"] == {"vocabulary": "vocab.txt"}
     assert (config["sequence_length"], config["max_predictions"]) == (cli.SEQUENCE_LENGTH, cli.MAX_PREDICTIONS)
     assert 100 < len(open(os.path.join(records, "vocab.txt")).read().split("\n")) <= 501
     assert not glob.glob(f"{records}.tmp-*") and not [f for f in os.listdir(records) if ".tmp-" in f]
-    assert len(_parsed_records(records)) == config["num_instances"]
+    assert len(_parsed_records(records)) == config["num_examples"]
 
     model_dir = tmp_path / "model"
     returncode, output = cli.run_trainer(

@@ -1,4 +1,7 @@
-"""Glue shared by the trainers: flags -> corpus documents, vocabulary, tokenizer. No flags are defined here."""
+"""Glue shared by the trainers: flags -> corpus documents, tokenizer, export. No flags are defined here.
+
+Everything here drives a family through its contract (zoo.contract.Family) and names none.
+"""
 
 import contextlib
 import functools
@@ -9,7 +12,6 @@ import time
 from absl import logging
 
 from zoo.data import corpus as corpus_lib
-from zoo.text.wordpiece import WordPieceTokenizer, learn_vocabulary, load_vocabulary
 
 
 def read_corpus(FLAGS):
@@ -34,34 +36,36 @@ def read_corpus(FLAGS):
     return documents
 
 
-def vocabulary_for(documents, vocab_file, vocab_size, lowercase, existing=None):
-    """The vocabulary: `existing` (a resumed model dir's), --vocab_file, or learned from `documents`."""
-    if existing and os.path.exists(existing):
-        return load_vocabulary(existing)
+def tokenizer_for(family, documents, vocab_file, vocab_size, lowercase, existing=None):
+    """The family's tokenizer: `existing` (a resumed model dir's), --vocab_file, or learned from `documents`."""
+    from zoo import model_dir as md
+
+    if existing and os.path.exists(os.path.join(existing, md.CONFIG_FILE)):
+        return family.load_tokenizer(existing)
     if vocab_file:
-        return load_vocabulary(vocab_file)
+        return family.Tokenizer.from_files(vocab_file, lowercase=lowercase)
     start = time.time()
     sentences = (s for d in documents for s in d)
-    vocabulary = learn_vocabulary(sentences, vocab_size, lowercase=lowercase)
-    logging.info("Learned a %d-token WordPiece vocabulary in %.1fs", len(vocabulary), time.time() - start)
-    return vocabulary
+    tokenizer = family.Tokenizer.learn(sentences, vocab_size, lowercase=lowercase)
+    logging.info("Learned a %s in %.1fs", tokenizer.describe(), time.time() - start)
+    return tokenizer
 
 
-def tokenize(documents, vocabulary, lowercase):
-    """(tokenizer, documents of id lists), logging throughput and the [UNK] rate."""
+def tokenize(documents, tokenizer):
+    """Documents of id lists, logging throughput and the unknown-token rate."""
     from zoo.data.pipeline import tokenize_documents
 
-    tokenizer = WordPieceTokenizer(vocabulary, lowercase=lowercase)
     start = time.time()
     ids = tokenize_documents(documents, tokenizer)
     n = sum(len(s) for d in ids for s in d)
-    unk = sum(t == tokenizer.unknown_id for d in ids for s in d for t in s)
+    unknown = tokenizer.special_ids.get("unknown")
+    unk = sum(t == unknown for d in ids for s in d for t in s)
     logging.info(
-        "Tokenized %d tokens in %.1fs (%.0f tokens/s), [UNK] %.2f%%", n, time.time() - start, n / max(time.time() - start, 1e-9), 100.0 * unk / max(n, 1)
+        "Tokenized %d tokens in %.1fs (%.0f tokens/s), unknown %.2f%%", n, time.time() - start, n / max(time.time() - start, 1e-9), 100.0 * unk / max(n, 1)
     )
     if n == 0:
         raise ValueError("The corpus tokenized to no tokens; check its encoding and content.")
-    return tokenizer, ids
+    return ids
 
 
 def progress_printer(label):
@@ -129,39 +133,39 @@ def export_model_dir(model_dir, export_dir, sequence_length=None, overwrite=Fals
     family = zoo.family(config["family"])
     multiple = XLA_LENGTH_MULTIPLE if jit_compile else 1
     with precision_policy("float32"):  # the trained weights, whatever the caller's global policy is
-        backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple)
+        backbone, preprocessor, task = _load_for_export(family, config, model_dir, sequence_length, multiple)
     with precision_policy(precision):
         if precision != "float32":
-            trained = (backbone, classifier)
-            backbone, preprocessor, classifier = _load_for_export(family, config, model_dir, sequence_length, multiple, restore=False)
-            _cast_weights_into(trained[0], backbone)
-            if classifier is not None:
-                _cast_weights_into(trained[1].head, classifier.head)
+            trained = task.parts() if task is not None else {"backbone": backbone}
+            backbone, preprocessor, task = _load_for_export(family, config, model_dir, sequence_length, multiple, restore=False)
+            twin = task.parts() if task is not None else {"backbone": backbone}
+            for name, part in trained.items():
+                _cast_weights_into(part, twin[name])
         freeze_weights = bool(freeze_weights and not jit_compile)
         network_function = functools.partial(export_lib.network_function, freeze_weights=freeze_weights)
-        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, network_function, classifier,
+        endpoints, default, trackables = family.serving_endpoints(backbone, preprocessor, network_function, task,
                                                                   jit_compile=jit_compile)
         with tempfile.TemporaryDirectory() as tmp:
             md.write_config(tmp, {**config, "export": {"precision": precision, "jit_compile": bool(jit_compile),
                                                        "freeze_weights": freeze_weights}})
-            vocabulary = config["preprocessor"]["vocabulary"]
-            assets = {md.CONFIG_FILE: os.path.join(tmp, md.CONFIG_FILE), vocabulary: os.path.join(md.config_dir(model_dir), vocabulary)}
+            assets = {md.CONFIG_FILE: os.path.join(tmp, md.CONFIG_FILE)}
+            assets.update({os.path.basename(p): p for p in md.asset_files(model_dir, config).values()})
             return export_lib.export_saved_model(export_dir, endpoints, trackables, assets=assets, default_endpoint=default,
                                                  overwrite=overwrite, allow_xla=jit_compile)
 
 
 def _load_for_export(family, config, model_dir, sequence_length, pad_to_multiple_of, restore=True):
-    """(backbone, preprocessor, classifier or None) of a model dir, built under the current Keras policy."""
-    classifier = None
-    if "classifier" in config:
-        classifier = family.load_classifier(model_dir, trim=True, restore=restore)
-        backbone, tokenizer = classifier.backbone, classifier.preprocessor.tokenizer
-        length = sequence_length or classifier.preprocessor.sequence_length
+    """(backbone, preprocessor, task model or None) of a model dir, built under the current Keras policy."""
+    task = None
+    if "task" in config:
+        task = family.load_task(model_dir, trim=True, restore=restore)
+        backbone, tokenizer = task.backbone, task.preprocessor.tokenizer
+        length = sequence_length or task.preprocessor.sequence_length
     else:
         backbone, preprocessor = family.load_pretrained(model_dir, sequence_length=sequence_length, trim=True, restore=restore)
         tokenizer, length = preprocessor.tokenizer, preprocessor.sequence_length
-    preprocessor = family.Preprocessor(tokenizer, length, trim=True, pad_to_multiple_of=pad_to_multiple_of)
-    return backbone, preprocessor, classifier
+    preprocessor = family.preprocessor(tokenizer, length, trim=True, pad_to_multiple_of=pad_to_multiple_of)
+    return backbone, preprocessor, task
 
 
 def _cast_weights_into(source, target):

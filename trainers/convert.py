@@ -1,13 +1,13 @@
-r"""Convert BERT weights between HF transformers, google-research/bert (TF1) and zoo model dirs.
+r"""Convert a family's weights between its original formats and zoo model dirs.
 
-  python -m trainers.convert --from=hf --to=zoo --input=all-MiniLM-L6-v2 --output=runs/minilm
-  python -m trainers.convert --from=tf1 --to=zoo --input=uncased_L-12_H-768_A-12 --output=runs/bert_base
-  python -m trainers.convert --from=zoo --to=hf --input=runs/bert_tiny --output=exports/bert_tiny_hf
+  python -m trainers.convert --model=<family> --from=hf --to=zoo --input=all-MiniLM-L6-v2 --output=runs/minilm
+  python -m trainers.convert --from=zoo --to=hf --input=runs/<model> --output=exports/<model>_hf
 
-A zoo output is a model dir like trainers.pretrain writes (zoo_config.json, vocab.txt, checkpoint): use it as
-`trainers.pretrain --init_checkpoint`, `trainers.finetune --init` or `trainers.export --model_dir`. An HF output
-loads with transformers' BertModel / BertForPreTraining.from_pretrained. Every name and shape is checked
-first, and nothing is written unless the whole conversion succeeds. See docs/CONVERT.md.
+--model picks the family for a foreign source; a zoo source names its own. Each family lists the formats it
+reads and writes (zoo.contract.Family.convert_formats; e.g. hf, tf1 and zoo). A zoo output is a model dir like
+trainers.pretrain writes: use it as `trainers.pretrain --init_checkpoint`, `trainers.finetune --init` or
+`trainers.export --model_dir`. Every name and shape is checked first, and nothing is written unless the whole
+conversion succeeds. See docs/CONVERT.md.
 """
 
 from absl import flags
@@ -15,25 +15,30 @@ from absl import flags
 from trainers import flags as zflags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("from", None, ["hf", "tf1", "zoo"], "Source format: hf (transformers folder), tf1 (google-research/bert folder or checkpoint prefix), zoo (model dir or export).")
-flags.DEFINE_enum("to", "zoo", ["zoo", "hf"], "Target format.")
-flags.DEFINE_string("input", None, "The source folder (or TF1 checkpoint prefix).")
+flags.DEFINE_string("model", "bert", "Model family of a foreign --input (a key of zoo.FAMILIES); a zoo --input names its own.")
+flags.DEFINE_string("from", None, "Source format: zoo (model dir or export) or one the family reads (e.g. hf, tf1).")
+flags.DEFINE_string("to", "zoo", "Target format: zoo or one the family writes (e.g. hf).")
+flags.DEFINE_string("input", None, "The source folder (or checkpoint prefix).")
 flags.DEFINE_string("output", None, "The folder to write (must not exist unless --overwrite).")
-flags.DEFINE_enum("lowercase", "auto", ["auto", "true", "false"], "Tokenizer lower-casing: auto follows the checkpoint (tokenizer_config.json, the folder name, the vocabulary).")
-flags.DEFINE_bool("allow_missing_pooler", False, "Accept a checkpoint without the pooler (e.g. BertForMaskedLM); it is then freshly initialised.")
-flags.DEFINE_integer("sequence_length", None, "The zoo preprocessor's maximum length (default: 128 for hf/tf1 sources, the source's for zoo).")
+flags.DEFINE_enum("lowercase", "auto", ["auto", "true", "false"], "Tokenizer lower-casing: auto follows the source (its tokenizer config, folder name or vocabulary).")
+flags.DEFINE_list("allow_missing", [], "Weight groups the source may lack (e.g. pooler, for a masked-LM-only checkpoint); they are freshly initialised and recorded as such.")
+flags.DEFINE_integer("sequence_length", None, "The zoo preprocessor's maximum length (default: 128 for foreign sources, the source's for zoo).")
 flags.DEFINE_bool("overwrite", False, "Replace --output if it exists.")
 
 
 def main(_):
-    from zoo.bert import convert
+    import zoo
 
-    zflags.require(**{"from": FLAGS["from"].value, "input": FLAGS.input, "output": FLAGS.output})
+    source = FLAGS["from"].value
+    zflags.require(**{"from": source, "input": FLAGS.input, "output": FLAGS.output})
+    family = zoo.family_of(FLAGS.input) if source == "zoo" else zoo.family(FLAGS.model)
+    for side, value in (("from", source), ("to", FLAGS.to)):
+        if value not in family.convert_formats[side]:
+            raise ValueError(f"--{side}={value}: {family.name} converts from {', '.join(family.convert_formats['from'])} "
+                             f"to {', '.join(family.convert_formats['to'])}.")
     lowercase = {"auto": None, "true": True, "false": False}[FLAGS.lowercase]
-    convert.convert(
-        FLAGS["from"].value, FLAGS.to, FLAGS.input, FLAGS.output, lowercase=lowercase,
-        allow_missing_pooler=FLAGS.allow_missing_pooler, sequence_length=FLAGS.sequence_length, overwrite=FLAGS.overwrite,
-    )
+    family.convert(source, FLAGS.to, FLAGS.input, FLAGS.output, lowercase=lowercase, allow_missing=FLAGS.allow_missing,
+                   sequence_length=FLAGS.sequence_length, overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

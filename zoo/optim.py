@@ -37,6 +37,30 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "end": self.end}
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then cosine annealing to `end` at `total_steps`.
+
+    GPT-1 (Radford et al. 2018): peak 2.5e-4, 2,000 warmup updates, cosine to 0.
+    """
+
+    def __init__(self, peak, warmup_steps, total_steps, end=0.0):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.end = float(end)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak * step / ops.cast(max(self.warmup_steps, 1), "float32")
+        frac = ops.clip((step - self.warmup_steps) / ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32"), 0.0, 1.0)
+        decayed = self.end + 0.5 * (self.peak - self.end) * (1.0 + ops.cos(frac * 3.141592653589793))
+        return ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "end": self.end}
+
+
 def adamw(learning_rate, weight_decay=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6, clipnorm=1.0, variables=None):
     """AdamW as BERT trains (decoupled decay 0.01, eps 1e-6, global-norm clip 1.0), decay off for LN and biases.
 
@@ -86,6 +110,11 @@ class FusedAdamW(keras.optimizers.AdamW):
     """
 
     use_native_kernels = False  # the zoo's training loop turns it on; Keras' fit (maybe XLA-compiled) leaves it off
+
+    def _use_weight_decay(self, variable):
+        # Biases and gains (the 1-D variables) are never decayed, also after a `.keras` reload, where Keras'
+        # per-variable exclusion list is not serialized.
+        return not excluded_from_decay(variable) and super()._use_weight_decay(variable)
 
     def _native_kernel(self):
         """The ZooApplyAdamW op function when this update may use it (see the class docstring), else None."""
@@ -225,3 +254,43 @@ def _handle(variable):
 def excluded_from_decay(variable):
     """True for LayerNorm gains/offsets and biases: exactly the 1-D variables of BERT, GPT and ELMo."""
     return len(variable.shape) == 1
+
+
+def adagrad(learning_rate, initial_accumulator_value=1.0, clipnorm=10.0):
+    """Adagrad as bilm-tf trains ELMo (lr 0.2, accumulators start at 1.0, global-norm clip 10)."""
+    return keras.optimizers.Adagrad(learning_rate=learning_rate, initial_accumulator_value=initial_accumulator_value,
+                                    epsilon=1e-7, global_clipnorm=clipnorm)
+
+
+# The optimizer recipes a family names (`Family.optimizer`) and `--optimizer` overrides: one function each from
+# the trainer's settings to a Keras optimizer. weight_decay is decoupled and skips biases and gains (1-D).
+def _adamw_linear(learning_rate, warmup_steps, total_steps, weight_decay, variables):
+    return adamw(WarmupLinearDecay(learning_rate, warmup_steps, total_steps), weight_decay=weight_decay, variables=variables)
+
+
+def _adam_cosine(learning_rate, warmup_steps, total_steps, weight_decay, variables):
+    # GPT-1: Adam (eps 1e-8), cosine schedule, the "modified L2" w = 0.01 on non-bias, non-gain weights (decoupled,
+    # as finetune-transformer-lm applies it), global-norm clip 1.
+    return adamw(WarmupCosineDecay(learning_rate, warmup_steps, total_steps), weight_decay=weight_decay, epsilon=1e-8,
+                 variables=variables)
+
+
+def _adagrad(learning_rate, warmup_steps, total_steps, weight_decay, variables):
+    del warmup_steps, total_steps, variables  # bilm-tf: a constant rate
+    if weight_decay:
+        raise ValueError("The adagrad recipe (bilm-tf's) has no weight decay; pass --weight_decay=0.")
+    return adagrad(learning_rate)
+
+
+RECIPES = {
+    "adamw_linear": _adamw_linear,
+    "adam_cosine": _adam_cosine,
+    "adagrad": _adagrad,
+}
+
+
+def make_optimizer(recipe, *, learning_rate, warmup_steps, total_steps, weight_decay=0.0, variables=None):
+    """A Keras optimizer from a named recipe (`RECIPES`): adamw_linear (BERT), adam_cosine (GPT), adagrad (ELMo)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"Unknown optimizer recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
+    return RECIPES[recipe](learning_rate, warmup_steps, total_steps, weight_decay, variables)

@@ -6,11 +6,13 @@ Shape legend: B batch, T sequence length, H hidden, L layers.
 import keras
 from keras import ops
 
+from zoo.backbone import Backbone
+from zoo.bert.config import BertConfig
 from zoo.layers import Dropout, LayerNormalization, PositionEmbedding, TokenEmbedding, TransformerBlock, make_attention_mask
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
-class BertBackbone(keras.Model):
+class BertBackbone(Backbone):
     """The BERT encoder. Constructor arguments are the fields of `BertConfig`.
 
     Call args:
@@ -25,9 +27,16 @@ class BertBackbone(keras.Model):
         `encoder_outputs`: list of L tensors [B, T, H], every block's output (feature-based use).
 
     Example:
+      >>> import tensorflow as tf
+      >>> from zoo.bert import BertBackbone
       >>> backbone = BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64)
-      >>> out = backbone({"token_ids": ids, "segment_ids": ids * 0, "padding_mask": ids > 0})
+      >>> ids = tf.constant([[2, 17, 42, 3, 0]])
+      >>> out = backbone({"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": ids > 0})
+      >>> out["sequence_output"].shape
+      TensorShape([1, 5, 32])
     """
+
+    config_class = BertConfig
 
     def __init__(
         self,
@@ -78,13 +87,7 @@ class BertBackbone(keras.Model):
             setattr(self, f"transformer_layer_{i}", block)
         self.pooler = keras.layers.Dense(hidden_dim, activation="tanh", kernel_initializer=init(), name="pooler")
 
-    def build_from_config(self, config):
-        # Every weight shape follows from the constructor arguments, so no input shape is needed.
-        self.build()
-
-    def build(self, input_shape=None):
-        if self.built:  # Deserialisation may have built us already as a nested model.
-            return
+    def build_weights(self):
         shape = (None, None, self.hidden_dim)
         self.token_embedding.build()
         self.position_embedding.build()
@@ -93,7 +96,6 @@ class BertBackbone(keras.Model):
         for block in self.blocks:
             block.build(shape)
         self.pooler.build((None, self.hidden_dim))
-        self.built = True
 
     def call(self, inputs, training=False):
         token_ids = ops.cast(inputs["token_ids"], "int32")
@@ -114,23 +116,3 @@ class BertBackbone(keras.Model):
             "embedding_output": embedding_output,
             "encoder_outputs": encoder_outputs,
         }
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary_size": self.vocabulary_size,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "hidden_dim": self.hidden_dim,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "max_sequence_length": self.max_sequence_length,
-            "num_segments": self.num_segments,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "initializer_range": self.initializer_range,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

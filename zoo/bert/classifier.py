@@ -1,20 +1,19 @@
 """BertClassifier: a fine-tunable text (or text-pair) classifier that takes raw strings.
 
-Shape legend: B batch, H hidden, K classes.
+Shape legend: B batch, T sequence length, H hidden, K classes.
 """
 
 import keras
-import tensorflow as tf
 
 from zoo import optim
 from zoo.bert.preprocessor import BertPreprocessor
 from zoo.layers import ClassificationHead
-from zoo.layers.islands import WholeStepXlaTrainStep
+from zoo.task import TextTask
 
 
 @keras.saving.register_keras_serializable(package="zoo.bert")
-class BertClassifier(WholeStepXlaTrainStep, keras.Model):
-    """BERT's sentence(-pair) classifier: pooled [CLS] output -> dropout -> dense to K logits.
+class BertClassifier(TextTask):
+    """BERT's sentence(-pair) classifier: pooled [CLS] output (or the mean of the last layer) -> dropout -> K logits.
 
     Args:
       backbone: a `BertBackbone` (pretrained weights already in it).
@@ -26,40 +25,46 @@ class BertClassifier(WholeStepXlaTrainStep, keras.Model):
         has not learned yet or a checkpoint converted without one).
 
     Call args:
-      inputs: a string tensor [B] (single texts), a tuple (texts_a [B], texts_b [B]) of strings (pairs), or the
-        feature dict of `BertBackbone`.
+      inputs: strings [B] (a list, numpy array or tf.Tensor), a pair (texts_a [B], texts_b [B]), or the feature
+        dict of `BertBackbone`.
 
     Returns:
       logits float32 [B, K].
 
     Example:
-      >>> model = BertClassifier.from_model_dir("runs/bert_tiny", num_classes=2)
-      >>> model.compile(optimizer=keras.optimizers.AdamW(3e-5), loss=..., metrics=["accuracy"])
-      >>> model.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(32), epochs=3)
+      >>> from zoo.bert import BertBackbone, BertClassifier, BertPreprocessor
+      >>> from zoo.text.wordpiece import WordPieceTokenizer
+      >>> backbone = BertBackbone(vocabulary_size=8, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16)
+      >>> tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "film"])
+      >>> model = BertClassifier(backbone, num_classes=2, preprocessor=BertPreprocessor(tokenizer, 16))
+      >>> model.compile()
+      >>> history = model.fit(["a good film", "a film"], [1, 0], epochs=1, verbose=0)
+      >>> model.predict_proba(["a good film"]).shape
+      (1, 2)
     """
 
     def __init__(self, backbone, num_classes, preprocessor=None, dropout=0.1, pooling="cls", **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
         if isinstance(preprocessor, dict):
             preprocessor = BertPreprocessor(**preprocessor)
-        self.backbone = backbone
+        super().__init__(backbone, preprocessor, **kwargs)
         self.num_classes = int(num_classes)
-        self.preprocessor = preprocessor
         self.dropout = dropout
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}.")
         self.pooling = pooling
-        init = keras.initializers.TruncatedNormal(stddev=backbone.initializer_range)
+        if pooling == "mean":
+            # The pooler is unused, so it gets no gradient: frozen, it stays out of the optimizer (no Keras warning
+            # about missing gradients, no weight decay moving it) and keeps its pretrained values for a later "cls" use.
+            self.backbone.pooler.trainable = False
+        init = keras.initializers.TruncatedNormal(stddev=self.backbone.initializer_range)
         self.head = ClassificationHead(num_classes, dropout, init, name="classification_head")
 
     @classmethod
     def from_model_dir(cls, model_dir, num_classes, dropout=0.1, sequence_length=None, pooling="cls"):
         """Builds a classifier on a pretrained backbone from a zoo model dir or a zoo SavedModel export."""
-        from zoo.bert.pretrained import load_pretrained  # local: pretrained.py imports this module's siblings
+        import zoo
 
-        backbone, preprocessor = load_pretrained(model_dir, sequence_length=sequence_length)
+        backbone, preprocessor = zoo.load_pretrained(model_dir, sequence_length=sequence_length)
         model = cls(backbone, num_classes, preprocessor=preprocessor, dropout=dropout, pooling=pooling)
         model.build()
         return model
@@ -74,15 +79,15 @@ class BertClassifier(WholeStepXlaTrainStep, keras.Model):
         self.head.build((None, self.backbone.hidden_dim))
         self.built = True
 
-    def features(self, inputs):
-        """Raw strings (or a pair of them) -> feature dict; feature dicts pass through."""
-        if isinstance(inputs, dict):
-            return inputs
-        if self.preprocessor is None:
-            raise ValueError("This BertClassifier has no preprocessor, so it takes feature dicts, not strings.")
-        if isinstance(inputs, (tuple, list)):
-            return self.preprocessor(*inputs)
-        return self.preprocessor(inputs)
+    def parts(self):
+        return {"backbone": self.backbone, "head": self.head}
+
+    def task_config(self):
+        return {"num_classes": self.num_classes, "dropout": self.dropout, "pooling": self.pooling}
+
+    def default_optimizer(self):
+        # BERT's recipe (decay 0.01 off LayerNorm and biases, eps 1e-6, clip 1.0) at 2e-5, fused kernels.
+        return optim.adamw(2e-5, variables=self.trainable_variables)
 
     def call(self, inputs, training=False):
         features = self.features(inputs)
@@ -96,34 +101,13 @@ class BertClassifier(WholeStepXlaTrainStep, keras.Model):
         mean = keras.ops.sum(outputs["sequence_output"] * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
         return self.head(mean, training=training)
 
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
-        """Like keras.Model.compile, with BERT fine-tuning defaults (the zoo's AdamW at 2e-5, cross-entropy, accuracy).
-
-        XLA stays off by default because string preprocessing runs inside the model.
-        """
-        if optimizer == "auto":
-            # BERT's recipe (decay 0.01 off LayerNorm and biases, eps 1e-6, clip 1.0), fused kernels.
-            optimizer = optim.adamw(2e-5, variables=self.trainable_variables)
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def predict_proba(self, inputs, batch_size=32):
-        """Class probabilities float32 [B, K] for raw strings."""
-        return tf.nn.softmax(self.predict(inputs, batch_size=batch_size, verbose=0), axis=-1).numpy()
-
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
             "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
             "preprocessor": None if self.preprocessor is None else self.preprocessor.get_config(),
-            "dropout": self.dropout,
-            "pooling": self.pooling,
+            **self.task_config(),
         }
 
     @classmethod

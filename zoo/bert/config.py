@@ -1,11 +1,12 @@
 """BERT configuration: a dataclass whose fields are exactly `BertBackbone`'s constructor arguments."""
 
 import dataclasses
-import json
+
+from zoo import config as config_lib
 
 
 @dataclasses.dataclass
-class BertConfig:
+class BertConfig(config_lib.FamilyConfig):
     """Architecture of a BERT encoder (Devlin et al. 2018).
 
     Attributes:
@@ -32,29 +33,6 @@ class BertConfig:
     layer_norm_epsilon: float = 1e-12
     initializer_range: float = 0.02
 
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    def to_json(self, path):
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"Unknown BERT config keys {unknown}; expected some of {sorted(names)}.")
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, path):
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
-
 
 def _preset(num_layers, hidden_dim, num_heads):
     return BertConfig(num_layers=num_layers, hidden_dim=hidden_dim, num_heads=num_heads, intermediate_dim=4 * hidden_dim)
@@ -73,6 +51,4 @@ PRESETS = {
 
 def get_preset(name):
     """Returns a copy of the named preset's config, or raises ValueError listing the known presets."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown BERT preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    return dataclasses.replace(PRESETS[name])
+    return config_lib.get_preset(PRESETS, name, what="BERT")

@@ -16,7 +16,7 @@ from zoo import model_dir as md
 from zoo.bert import convert_formats as fmt
 from zoo.bert.backbone import BertBackbone
 from zoo.bert.config import BertConfig
-from zoo.bert.convert import (
+from zoo.bert.weight_map import (
     HEAD_NAMES,
     PARTS,
     ConversionError,
@@ -115,7 +115,7 @@ def read_zoo(path, sequence_length=None, allow_missing_pooler=False):
         config = BertConfig.from_dict(values["backbone"])
         model = BertPretrainer(BertBackbone(**config.to_dict()))
         model.build()
-        heads = not md.is_export(path) and "classifier" not in values
+        heads = not md.is_export(path) and "task" not in values
         parts = {"backbone": model.backbone}
         if heads:
             parts.update(masked_lm_head=model.masked_lm_head, next_sentence_head=model.next_sentence_head)
@@ -126,8 +126,8 @@ def read_zoo(path, sequence_length=None, allow_missing_pooler=False):
                 raise
             heads = False
             md.restore(path, backbone=model.backbone)
-        pre = values["preprocessor"]
-        vocabulary = load_vocabulary(os.path.join(md.config_dir(path), pre["vocabulary"]))
+        pre, tokenizer = values["preprocessor"], values["tokenizer"]
+        vocabulary = load_vocabulary(md.asset_files(path, values)["vocabulary"])
     except (KeyError, ValueError) as e:  # ModelDirError is a ValueError
         raise ConversionError(f"{path}: not a readable zoo BERT model dir or export ({type(e).__name__}: {e}).") from e
     weights = zoo_to_google(model.backbone, model if heads else None)
@@ -136,10 +136,10 @@ def read_zoo(path, sequence_length=None, allow_missing_pooler=False):
         if not real.get(part, True):
             for n in names:
                 weights.pop(n, None)
-    if "classifier" in values:
+    if "task" in values:
         logging.warning("%s is a fine-tuned classifier: only its backbone is converted, not the classification head.", path)
-    source = {"format": "zoo", "path": os.path.abspath(path), "lowercase_from": f"{md.CONFIG_FILE} preprocessor.lowercase"}
-    return Converted(config, weights, vocabulary, bool(pre["lowercase"]), _sequence_length(sequence_length or pre["sequence_length"], config), source)
+    source = {"format": "zoo", "path": os.path.abspath(path), "lowercase_from": f"{md.CONFIG_FILE} tokenizer.lowercase"}
+    return Converted(config, weights, vocabulary, bool(tokenizer["lowercase"]), _sequence_length(sequence_length or pre["sequence_length"], config), source)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def write_zoo(converted, model_dir, overwrite=False):
     Parts the source does not have (pretraining heads, an allowed-missing pooler) start from a fresh (seeded)
     initialisation and are recorded as such in zoo_config.json `conversion.parts`.
     """
-    from zoo.bert.pretrained import write_model_dir
+    from zoo.text.wordpiece import WordPieceTokenizer
 
     config = converted.config
     model = BertPretrainer(BertBackbone(**config.to_dict()))
@@ -170,8 +170,8 @@ def write_zoo(converted, model_dir, overwrite=False):
             full[name] = _initial_value(name, shape, config.initializer_range, rng)
     assign_google(full, model.backbone, model)
     with fmt.atomic_dir(model_dir, overwrite) as tmp:
-        write_model_dir(tmp, config, converted.vocabulary, lowercase=converted.lowercase, sequence_length=converted.sequence_length,
-                        conversion={**converted.source, "parts": converted.parts})
+        md.write_model_dir(tmp, "bert", config, WordPieceTokenizer(converted.vocabulary, lowercase=converted.lowercase),
+                           converted.sequence_length, conversion={**converted.source, "parts": converted.parts})
         tf.train.CheckpointManager(tf.train.Checkpoint(model=model), tmp, max_to_keep=1).save()
     return model_dir
 

@@ -5,7 +5,7 @@ Shape legend: B batch, T sequence length.
 
 import tensorflow as tf
 
-from zoo.text.packing import pack_segments
+from zoo.text.packing import pack_segments, trim_to_longest
 from zoo.text.wordpiece import WordPieceTokenizer
 
 
@@ -27,8 +27,12 @@ class BertPreprocessor(tf.Module):
       dict of int32 [B, T'] tensors `token_ids`, `segment_ids`, `padding_mask` (T' = T, or the batch's longest).
 
     Example:
+      >>> import tensorflow as tf
+      >>> from zoo.bert import BertPreprocessor
+      >>> from zoo.text.wordpiece import WordPieceTokenizer
       >>> pre = BertPreprocessor(WordPieceTokenizer("vocab.txt"), sequence_length=128)
-      >>> pre(tf.constant(["a sentence"]))["token_ids"]
+      >>> pre(tf.constant(["a sentence", "and another one"]))["token_ids"].shape
+      TensorShape([2, 128])
     """
 
     def __init__(self, tokenizer, sequence_length=128, trim=False, pad_to_multiple_of=1, name=None):
@@ -51,12 +55,8 @@ class BertPreprocessor(tf.Module):
         features = pack_segments(
             segments, self.sequence_length, cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id, pad_id=self.tokenizer.pad_id
         )
-        if self.trim:
-            longest = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
-            if self.pad_to_multiple_of > 1:
-                m = self.pad_to_multiple_of
-                longest = tf.minimum((longest + m - 1) // m * m, self.sequence_length)
-            features = {k: v[:, :longest] for k, v in features.items()}
+        if self.trim:  # an empty batch keeps [CLS] [SEP]'s two positions, so [CLS] pooling still has a row
+            features = trim_to_longest(features, self.sequence_length, self.pad_to_multiple_of, minimum=2)
         return features
 
     def get_config(self):

@@ -10,7 +10,7 @@ _TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
 _TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
 
 
-def serving_endpoints(backbone, preprocessor, network_function, classifier=None, jit_compile=False):
+def serving_endpoints(backbone, preprocessor, network_function, task=None, jit_compile=False):
     """Returns ({name: tf.function}, default endpoint name, {name: trackable}).
 
     network_function: how the export runs the network part, `network_function(fn, jit_compile=) -> callable`
@@ -23,7 +23,7 @@ def serving_endpoints(backbone, preprocessor, network_function, classifier=None,
     Endpoints:
       encode(text [B]) / encode_pairs(text_a [B], text_b [B]) -> pooled_output [B, H], sequence_output [B, T, H],
         sequence_mask int32 [B, T], embedding_output [B, T, H], encoder_layer_0..L-1 [B, T, H] (every layer).
-      With `classifier`: classify(text) / classify_pairs(text_a, text_b) -> probabilities [B, K], logits [B, K].
+      With `task` (a fine-tuned `BertClassifier`): classify(text) / classify_pairs(text_a, text_b) -> probabilities [B, K], logits [B, K].
     """
 
     classes = ("probabilities", "logits")
@@ -38,8 +38,8 @@ def serving_endpoints(backbone, preprocessor, network_function, classifier=None,
                           embedding_output=tf.cast(out["embedding_output"], tf.float32))
             for i, layer in enumerate(out["encoder_outputs"]):
                 result[f"encoder_layer_{i}"] = tf.cast(layer, tf.float32)
-        if head and classifier is not None:
-            logits = tf.cast(classifier.logits(features, out, training=False), tf.float32)  # float32 out of a bf16 export too
+        if head and task is not None:
+            logits = tf.cast(task.logits(features, out, training=False), tf.float32)  # float32 out of a bf16 export too
             result.update(probabilities=tf.nn.softmax(logits, axis=-1), logits=logits)
         return result
 
@@ -67,7 +67,7 @@ def serving_endpoints(backbone, preprocessor, network_function, classifier=None,
     endpoints = {"encode": encode, "encode_pairs": encode_pairs}
     trackables = {"backbone": backbone, "tokenizer": preprocessor.tokenizer}
     default = "encode"
-    if classifier is not None:
+    if task is not None:
 
         @tf.function(input_signature=[_TEXT])
         def classify(text):
@@ -78,6 +78,6 @@ def serving_endpoints(backbone, preprocessor, network_function, classifier=None,
             return classify_features(preprocessor(text_a, text_b))
 
         endpoints.update(classify=classify, classify_pairs=classify_pairs)
-        trackables["head"] = classifier.head
+        trackables.update(task.parts())
         default = "classify"
     return endpoints, default, trackables

@@ -340,26 +340,30 @@ def default_corpus_path(cache_dir: str | None = None) -> str:
     return path
 
 
-def rotten_tomatoes_task(seed: int = 0, test_fraction: float = 0.2) -> dict[str, list[tuple[str, int]]]:
+def rotten_tomatoes_task(seed: int = 0, test_fraction: float = 0.2, dev_fraction: float = 0.1) -> dict[str, list[tuple[str, int]]]:
     """The Rotten Tomatoes sentence sentiment task ("MR"), held out from the pretraining corpus.
 
     Args:
-        seed: seed of the deterministic split.
+        seed: seed of the deterministic split (keep the default to compare runs: the split is the benchmark).
         test_fraction: share of each class that goes to ``test``.
+        dev_fraction: share of each class that goes to ``dev`` (for choosing settings without looking at test).
 
     Returns:
-        ``{"train": [(text, label)], "test": [...]}``, label 1 = positive, 0 = negative; the split is stratified
-        by label (4,265 each in the source) and shuffled, so both halves stay balanced.
+        ``{"train": [(text, label)], "dev": [...], "test": [...]}``, label 1 = positive, 0 = negative; the split
+        is stratified by label (4,265 each in the source) and shuffled, so every part stays balanced. ``test`` is
+        the same for any ``dev_fraction``.
     """
     rows = [(" ".join(text.split()), label) for text, label in _movie_review_rows("rotten_tomatoes")]
     rng = random.Random(seed)
-    train, test = [], []
+    parts = {"train": [], "dev": [], "test": []}
     for label in sorted({label for _, label in rows}):
         group = [row for row in rows if row[1] == label]
         rng.shuffle(group)
         n_test = int(round(len(group) * test_fraction))
-        test.extend(group[:n_test])
-        train.extend(group[n_test:])
-    rng.shuffle(train)
-    rng.shuffle(test)
-    return {"train": train, "test": test}
+        n_dev = int(round(len(group) * dev_fraction))
+        parts["test"].extend(group[:n_test])
+        parts["dev"].extend(group[n_test:n_test + n_dev])
+        parts["train"].extend(group[n_test + n_dev:])
+    for part in ("train", "test", "dev"):  # train and test shuffled in the order the split always used
+        rng.shuffle(parts[part])
+    return parts

@@ -50,9 +50,13 @@ class ShardedRecordWriter:
     Stale shards of the same pattern with another shard count are removed on success for the same reason.
 
     Example:
+        >>> import os
+        >>> import numpy as np
+        >>> from zoo.data.records import ShardedRecordWriter
         >>> with ShardedRecordWriter("out/train-*.tfrecord", num_shards=4) as writer:
-        ...     writer.write_example({"token_ids": ids, ...}, spec)
-        >>> writer.paths  # out/train-0000{0..3}-of-00004.tfrecord
+        ...     writer.write_example({"token_ids": np.array([2, 7, 3], np.int32)})
+        >>> [os.path.basename(p) for p in writer.paths]
+        ['train-00000-of-00004.tfrecord', 'train-00001-of-00004.tfrecord', 'train-00002-of-00004.tfrecord', 'train-00003-of-00004.tfrecord']
 
     Args:
         output_pattern_or_dir: a pattern with one ``*`` in the file name, a folder, or a path prefix.
@@ -175,6 +179,20 @@ def write_examples(examples: Iterable[Mapping[str, Any]], path_prefix: str, num_
         for example in examples:
             writer.write_example(example, spec)
     return writer.paths
+
+
+def write_counted(examples: Iterable[Mapping[str, Any]], path_prefix: str, num_shards: int,
+                  spec: SpecLike | None = None) -> tuple[list[str], int]:
+    """`write_examples` that also returns how many examples were written: (shard paths, count)."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for example in examples:
+            count += 1
+            yield example
+
+    return write_examples(counted(), path_prefix, num_shards, spec), count
 
 
 def parse_fn(features_spec: SpecLike):

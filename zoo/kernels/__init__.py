@@ -3,9 +3,14 @@
 `load(name)` compiles `<name>.cc` with g++ against the installed TensorFlow's headers (`tf.sysconfig`) into
 `$ZOO_KERNEL_CACHE` (default `~/.cache/zoo/kernels`), keyed by the source, the TF version and the compiler
 flags (the vector ISA ones picked from the CPU's features), and loads it with `tf.load_op_library`. Without a compiler,
-or when the build fails, it logs one warning and returns None: callers keep their TF-ops path. ZOO_NATIVE_KERNELS=0
-turns the kernels off. They are training-time CPU kernels only: exports never contain them (zoo.export's op
-check refuses any op named Zoo*), and XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
+or when the build fails, it logs one warning and returns None: callers keep their TF-ops path. They are
+training-time CPU kernels only: exports never contain them (zoo.export's op check refuses any op named Zoo*), and
+XLA-compiled steps (TPUs, --jit_compile) and GPUs do not use them.
+
+The environment variable ZOO_KERNELS picks the kernels' tier (`setting()`; zoo/layers/tiers.py applies it to the
+layers' training ops): `auto` (the default: native kernels where they can run, else XLA islands, plain ops on
+GPUs), `native`, `xla` (the islands) or `plain` (plain TF ops, the reference). Only `auto` and `native` load native
+kernels: with `xla` or `plain`, `load` returns None (so the fused AdamW update takes TF ops too).
 """
 
 import functools
@@ -33,9 +38,32 @@ def _isa_flags():
     return next((flags for names, flags in _ISA_FLAGS if set(names.split()) <= have), [])
 
 
+ENV = "ZOO_KERNELS"
+SETTINGS = ("auto", "native", "xla", "plain")
+_RETIRED_ENV = "ZOO_NATIVE_KERNELS"
+_warned_retired = []
+
+
+def setting():
+    """The value of ZOO_KERNELS (one of SETTINGS; unset or empty: "auto"), read on every call.
+
+    Raises:
+      ValueError: for any other value, naming the accepted ones.
+    """
+    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    if value not in SETTINGS:
+        raise ValueError(f"{ENV}={os.environ[ENV]!r}: expected one of {', '.join(SETTINGS)} "
+                         "(auto: native kernels where they can run, else XLA islands; plain: plain TF ops).")
+    if os.environ.get(_RETIRED_ENV) is not None and not _warned_retired:
+        _warned_retired.append(True)
+        logging.warning("%s is no longer read: set %s=xla for the XLA islands (the old %s=0), %s=plain for plain "
+                        "TF ops; %s=%s is in effect.", _RETIRED_ENV, ENV, _RETIRED_ENV, ENV, ENV, value)
+    return value
+
+
 def enabled():
-    """False when ZOO_NATIVE_KERNELS=0."""
-    return os.environ.get("ZOO_NATIVE_KERNELS", "1") != "0"
+    """True when ZOO_KERNELS allows native kernels (auto or native)."""
+    return setting() in ("auto", "native")
 
 
 def _cpu_flags():
@@ -72,11 +100,14 @@ def _build(source_path, library_path, compile_flags, link_flags):
             os.remove(tmp)
 
 
-@functools.lru_cache(maxsize=None)
 def load(name):
-    """The op library built from `zoo/kernels/<name>.cc` (a module of op functions), or None if unavailable."""
-    if not enabled():
-        return None
+    """The op library built from `zoo/kernels/<name>.cc` (a module of op functions), or None if unavailable or
+    when ZOO_KERNELS is xla or plain."""
+    return _cached_load(name) if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_load(name):
     with _LOCK:
         return _load(name)
 

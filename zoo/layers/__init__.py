@@ -8,6 +8,7 @@ from zoo.layers.heads import ClassificationHead, MaskedLMHead, gather_positions
 from zoo.layers.normalization import LayerNormalization, layer_norm_for_training
 from zoo.layers.losses import softmax_cross_entropy_with_hits
 from zoo.layers.transformer import TransformerBlock
+from zoo.layers import native  # noqa: E402,F401 (registers the native ops' gradients for tapes around them)
 
 __all__ = [
     "ClassificationHead",

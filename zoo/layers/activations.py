@@ -1,13 +1,13 @@
-"""Activations with hand-written gradients: fewer elementwise passes than autodiff of their formulas.
+"""The exact (erf) GELU, x * Phi(x), with hand-written gradients: Phi(x) + x * phi(x) in one expression.
 
-On CPUs the non-matmul work of a Transformer step is memory-bound; autodiff of 0.5 * x * erfc(-x / sqrt(2))
-makes about eight full passes over the [B, T, F] feed-forward activations. Here the backward is one expression
-(`gelu` keeps Phi(x) from the forward; `gelu_for_training` recomputes it inside one XLA loop).
+Autodiff of 0.5 * x * erfc(-x / sqrt(2)) makes about eight full passes over the [B, T, F] feed-forward
+activations; here the backward is one expression (`gelu` keeps Phi(x) from the forward; `gelu_for_training`
+recomputes it from x and the bias in one kernel, zoo/layers/tiers.py).
 """
 
 import tensorflow as tf
 
-from zoo.layers import native
+from zoo.layers import tiers
 from zoo.layers.islands import xla_island
 from zoo.layers.reductions import column_sum
 
@@ -35,102 +35,95 @@ def gelu(x):
     return tf.cast(xf * cdf, x.dtype), grad
 
 
-# XLA islands (zoo/layers/islands.py): each is one fused loop over x, erf, exp and the casts included. On a CPU
-# the compiled forward + backward took 0.4-0.6x the time of `gelu`'s plain ops at [2048, 3072] and [4096, 1024]
-# in bf16 (ad hoc, one machine).
 def _phi(xf, dtype):
-    """Phi(x) of float32 xf for results in `dtype`.
+    """Phi(x), the standard normal CDF, of float32 xf for results in `dtype`.
 
-    For 16-bit results 0.5 + 0.5 * erf(x / sqrt(2)): XLA:CPU's erf is one polynomial, its erfc an exp and a
-    rational function; at [2048, 3072] bf16 out of cache the forward took 3.65 ms against 5.43 and the backward
-    4.10 against 6.01 (ad hoc, AMX Xeon). The cost is in the far negative tail: 1 + erf cancels, so Phi carries an
-    absolute error of ~3e-8 (x * Phi(x) within ~1e-6 absolute, exactly 0 below about -5.3, where the true value is
-    under 1e-7): far below bf16's rounding of the O(1) activations around it. float32 keeps erfc, exact to TF's gelu.
+    float32 (and wider) results: 0.5 * erfc(-x / sqrt(2)), exact to TF's gelu. 16-bit results:
+    0.5 + 0.5 * erf(x / sqrt(2)), which XLA:CPU computes faster; 1 + erf cancels in the far negative tail, so Phi
+    carries an absolute error of ~3e-8 there (x * Phi(x) within ~1e-6 absolute, exactly 0 below about -5.3, where
+    the true value is under 1e-7): far below bf16's rounding of the O(1) activations around it.
     """
     if dtype == tf.float32 or dtype == tf.float64:
         return 0.5 * tf.math.erfc(-xf * _SQRT_HALF)
     return 0.5 + 0.5 * tf.math.erf(xf * _SQRT_HALF)
 
 
-@xla_island
-def _gelu_forward_xla(x, bias):
+def _bias_gelu(x, bias):
+    """(x + bias) * Phi(x + bias) in float32, in x's dtype."""
     xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     return tf.cast(xf * _phi(xf, x.dtype), x.dtype)
 
 
-@xla_island
-def _gelu_backward_xla(x, bias, dy):
+def _bias_gelu_grad(x, bias, dy):
+    """dy * (Phi(z) + z * phi(z)), z = x + bias, in float32, in x's dtype."""
     xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     cdf = _phi(xf, x.dtype)
     pdf = tf.exp(-0.5 * tf.square(xf)) * _INV_SQRT_2PI
     return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), x.dtype)
 
 
-def gelu_for_training(x, bias=None):
-    """`gelu(x + bias)` (same maths, float32 inside, same gradient) as two XLA islands, for training steps.
+_gelu_forward_xla = xla_island(_bias_gelu)
+_gelu_backward_xla = xla_island(_bias_gelu_grad)
 
-    The bias of the matmul before it is added inside the islands: one pass less over [B*T, F] each way, and
-    the matmul stays a plain MatMul (see `zoo.layers.dense.bias_add_for_training` for why that matters).
-    Keep it out of exported graphs: TF Serving runs XLA clusters only when started with XLA enabled (the
-    Transformer block uses `gelu_for_inference` whenever training is False).
+
+def _gelu_form(forward_fn, backward_fn):
+    """The op's plain or island form: bias None adds a scalar zero (no [F] tensor to read) and gets no gradient;
+    the bias gradient is the float32-accumulated column sum of dx."""
+
+    def forward(x, bias=None):
+        added = tf.zeros([], x.dtype) if bias is None else bias
+        return forward_fn(x, added), (x, added, bias is not None)
+
+    def backward(saved, dy):
+        x, added, has_bias = saved
+        dx = backward_fn(x, added, dy)
+        return (dx, tf.cast(column_sum(dx), added.dtype)) if has_bias else dx
+
+    return tiers.Form(forward, backward)
+
+
+def _native_prepare(x, bias=None):
+    """The native kernel reads a float32 [F] bias: zeros when there is none."""
+    features = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+    return x, tf.zeros([features], tf.float32) if bias is None else tf.cast(bias, tf.float32)
+
+
+bias_gelu = tiers.TieredOp(
+    "bias_gelu",
+    # ZooBiasGelu / ZooBiasGeluGrad; the gradient kernel returns dx and the float32 bias gradient.
+    native=tiers.Form(forward=lambda x, bias: (tiers.native_library().zoo_bias_gelu(x, bias), (x, bias)),
+                      backward=lambda saved, dy: tiers.native_library().zoo_bias_gelu_grad(
+                          *saved, tf.cast(dy, saved[0].dtype)),
+                      prepare=_native_prepare),
+    xla=_gelu_form(_gelu_forward_xla, _gelu_backward_xla),
+    plain=_gelu_form(_bias_gelu, _bias_gelu_grad),
+)
+
+
+def gelu_for_training(x, bias=None):
+    """gelu(x + bias), float32 inside, with a hand-written gradient recomputed from x and bias in one pass.
+
+    The bias of the matmul before it is added inside the kernel: one pass less over [B*T, F] each way, and the
+    matmul stays a plain MatMul (see `zoo.layers.dense.bias_add_for_training`). Training only: the Transformer
+    block uses `gelu_for_inference` whenever training is False, so exports never contain these kernels.
 
     Args:
       x: float tensor [..., F].
       bias: None or float [F] (any float dtype; added in float32).
 
     Returns:
-      (x + bias) * Phi(x + bias), x's shape and dtype; the gradient Phi + (x + bias) * phi is recomputed from x
-      and bias in one pass; the bias gradient is its float32-accumulated column sum (`column_sum`), in bias's dtype.
-
-    On a CPU-only machine the native kernels run instead (`zoo.layers.native`; same maths, the bias gradient
-    summed inside the backward kernel).
+      (x + bias) * Phi(x + bias), x's shape and dtype. Gradients: dx = dy * (Phi + (x + bias) * phi); dbias = the
+      float32-accumulated column sum of dx, in bias's dtype.
     """
-    library = native.layer_ops(x.dtype)
-    if library is not None:
-        return _gelu_native(library, x, bias)
-    if bias is None:
-        return _gelu_no_bias(x)
-    return _gelu_with_bias(x, bias)
-
-
-@tf.custom_gradient
-def _gelu_no_bias(x):
-    zero = tf.zeros([], x.dtype)  # a scalar: broadcasts to any x, no [F] tensor to read
-    return _gelu_forward_xla(x, zero), lambda dy: _gelu_backward_xla(x, zero, dy)
-
-
-@tf.custom_gradient
-def _gelu_with_bias(x, bias):
-    def grad(dy):
-        dx = _gelu_backward_xla(x, bias, dy)
-        return dx, tf.cast(column_sum(dx), bias.dtype)
-
-    return _gelu_forward_xla(x, bias), grad
-
-
-def _gelu_native(library, x, bias):
-    """`gelu_for_training` as ZooBiasGelu / ZooBiasGeluGrad (zoo/kernels/layer_ops.cc); bias None adds zeros."""
-    features = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
-    bias = tf.zeros([features], tf.float32) if bias is None else tf.cast(bias, tf.float32)
-
-    @tf.custom_gradient
-    def gelu_with_bias(x, bias):
-        def grad(dy):
-            return library.zoo_bias_gelu_grad(x, bias, tf.cast(dy, x.dtype))  # dx, dbias (float32)
-
-        return library.zoo_bias_gelu(x, bias), grad
-
-    return gelu_with_bias(x, bias)
+    return bias_gelu(x) if bias is None else bias_gelu(x, bias)
 
 
 def gelu_for_inference(x):
-    """The same exact GELU as `tf.nn.gelu(approximate=False)`, for forward passes that need no gradient.
+    """The exact GELU x * Phi(x), as `tf.nn.gelu(approximate=False)`, for forward passes that need no gradient.
 
-    Written as TensorFlow's own op pattern right after a 2-D MatMul + BiasAdd, oneDNN's graph rewriter fuses all
-    three into one kernel (GELU computed in float32 inside it): at [8192, 384] x [384, 1536] in bf16 the fused
-    matmul + bias + GELU took 0.58x the time of matmul + bias + `gelu` (one ad hoc measurement). Where no such
-    fusion happens (XLA, TF_ENABLE_ONEDNN_OPTS=0, accelerators) its ops run in x's dtype, bf16 included, unlike
-    `gelu`.
+    Written as TensorFlow's own op, which oneDNN's graph rewriter fuses with a 2-D MatMul + BiasAdd right before
+    it into one kernel (GELU computed in float32 inside it). Where no such fusion happens (XLA,
+    TF_ENABLE_ONEDNN_OPTS=0, accelerators) its ops run in x's dtype, bf16 included, unlike `gelu`.
 
     Args:
       x: float tensor of any shape.

@@ -133,7 +133,7 @@ class MultiHeadAttention(keras.layers.Layer):
         # unstack, not qkv[i]: the gradient of an unstack is one concatenation, that of three strided slices is
         # three zero-padded [3, B, N, T, D] tensors added up (a third of the non-matmul backward time at base).
         # Transposes in TF's own kernel, not oneDNN's (zoo.layers.transpose); the key's through adjoint_b.
-        query, key, value = ops.unstack(transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)  # 3 x [B, N, T, D]
+        query, key, value = ops.unstack(transpose(qkv, (2, 0, 3, 1, 4), training), 3, axis=0)  # 3 x [B, N, T, D]
         scale = ops.cast(1.0 / self.head_dim**0.5, query.dtype)
         # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
         # scores, no select in the forward or backward pass.
@@ -145,7 +145,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if query.dtype == "float16":
                 query = query * scale
             scores = tf.linalg.matmul(query, key, adjoint_b=True)  # [B, N, T, T]
-            # Scale, softmax, cast and dropout in one kernel each way (native or XLA island); inference and
+            # Scale, softmax, cast and dropout in one kernel each way (zoo/layers/tiers.py); inference and
             # exports run `attention_for_inference`.
             probs = attention_softmax_for_training(scores, bias, self.dropout_layer.next_seed(training=True),
                                                    self.dropout_layer.threshold, dtype=value.dtype,
@@ -153,7 +153,7 @@ class MultiHeadAttention(keras.layers.Layer):
             context = ops.matmul(probs, value)  # [B, N, T, D]
         else:
             context = attention_for_inference(query, key, value, bias, scale)
-        context = ops.reshape(transpose(context, (0, 2, 1, 3)), (-1, self.hidden_dim))  # [B*T, H]
+        context = ops.reshape(transpose(context, (0, 2, 1, 3), training), (-1, self.hidden_dim))  # [B*T, H]
         return ops.reshape(self.output_dense(context, training=training), (batch, length, self.hidden_dim))  # [B, T, H]
 
     def get_config(self):

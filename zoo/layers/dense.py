@@ -1,61 +1,68 @@
-"""Dense layer whose training bias gradient is summed in float32 (a ones-vector matmul) instead of `BiasAddGrad`.
+"""Dense layer whose training bias add is a kernel of its own, with the bias gradient summed in float32.
 
 Shape legend: N rows (B*T), F units.
 
-Under mixed precision TensorFlow's `BiasAddGrad` sums a bf16 [N, F] gradient in bf16: at N = 2048 rows of unit
-normals its column sums were off by several units (of ~45; up to 17 at [2048, 3072] in one ad hoc measurement):
-the bias gradients of bf16 Dense layers carry large rounding errors. Here the sum is `column_sum`
-(zoo/layers/reductions.py): ones[1, N] @ dy[N, F], which the matmul kernels accumulate in float32, so the result is
-exact to its one final rounding (tests/test_layers_fast_paths.py), in one read of dy. (An XLA island of cast +
-reduce was as exact but wrote a float32 copy of dy first: BERT-base step 2,045 -> 2,020 ms with the matmul, an
-in-process A/B on the AMX Xeon.) Inference runs Keras' own forward (oneDNN fuses the matmul and the bias add).
+Training computes y = x @ kernel + bias with the add outside TensorFlow's graph rewrites (`bias_add_for_training`)
+and the bias gradient sum(dy over rows) accumulated in float32 (`column_sum`, zoo/layers/reductions.py: a
+ones[1, N] @ dy[N, F] matmul, exact to its one final rounding, in one read of dy). TensorFlow's `BiasAddGrad`
+sums a bf16 gradient in bf16, with large rounding errors (tests/test_layers_fast_paths.py). Inference runs Keras'
+own forward (oneDNN fuses the matmul and the bias add). Measurements behind these choices: benchmarks/RESULTS.md,
+"Kernel notes moved from docstrings".
 """
 
 import keras
 import tensorflow as tf
 
-from zoo.layers import native
+from zoo.layers import tiers
 from zoo.layers.islands import xla_island
 from zoo.layers.reductions import column_sum
 
 
-@xla_island
-def _bias_add_xla(x, bias):
+def _plus_bias(x, bias):
     return x + bias
+
+
+_bias_add_xla = xla_island(_plus_bias)
+
+
+def _bias_add_form(add, bias_dtype=None):
+    """x + bias by add(x, bias); the gradient (dy, column_sum(dy)), the bias cast to bias_dtype first if given."""
+
+    def prepare(x, bias):
+        return x, bias if bias_dtype is None else tf.cast(bias, bias_dtype)
+
+    def forward(x, bias):
+        return add(x, bias), bias.dtype
+
+    def backward(bias_dtype, dy):
+        return dy, tf.cast(column_sum(dy), bias_dtype)
+
+    return tiers.Form(forward, backward, prepare)
+
+
+# The native kernel reads a float32 bias; the other forms add it in x's dtype.
+bias_add = tiers.TieredOp(
+    "bias_add",
+    native=_bias_add_form(lambda x, bias: tiers.native_library().zoo_bias_add(x, bias), tf.float32),
+    xla=_bias_add_form(_bias_add_xla),
+    plain=_bias_add_form(_plus_bias),
+)
 
 
 def bias_add_for_training(x, bias):
     """x + bias (x [..., F], bias [F], same dtype) as one kernel; the bias gradient is summed in float32.
 
-    The add is kept out of TensorFlow's graph on purpose: grappler's remapper fuses a MatMul with the BiasAdd (or
-    AddV2) that follows it into `_MklNativeFusedMatMul`, which oneDNN runs as an `inner_product` primitive on its
-    `gemm:jit` path: no AMX. The plain MatMul runs `brg_matmul` on AMX tiles. At [2048, 768] x [768, 3072] in bf16
-    the fused kernel took 30.9 ms against 20.8 ms for the plain MatMul (ONEDNN_VERBOSE shows the two primitives).
-    The kernel is the native ZooBiasAdd where `zoo.layers.native` allows (an XLA launch per call cost more than
-    the add), else an XLA island.
+    The add is kept out of TensorFlow's graph in every tier but plain: grappler's remapper would fuse a MatMul with
+    the BiasAdd (or AddV2) that follows it into `_MklNativeFusedMatMul`, which oneDNN runs on its non-AMX
+    `inner_product` path, slower than the plain MatMul's AMX `brg_matmul`.
     """
-    library = native.layer_ops(x.dtype)
-    if library is not None:
-        return _bias_add_native(library, x, tf.cast(bias, tf.float32))
-    return _bias_add_island(x, bias)
-
-
-@tf.custom_gradient
-def _bias_add_island(x, bias):
-    return _bias_add_xla(x, bias), lambda dy: (dy, column_sum(dy))
-
-
-def _bias_add_native(library, x, bias):
-    @tf.custom_gradient
-    def bias_add(x, bias):
-        return library.zoo_bias_add(x, bias), lambda dy: (dy, tf.cast(column_sum(dy), tf.float32))
-
     return bias_add(x, bias)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class Dense(keras.layers.Dense):
-    """Keras' `Dense` (same weights, config and checkpoints) with `bias_add_for_training` when training.
+    """y = activation(x @ kernel + bias): Keras' `Dense` (same weights, config and checkpoints); in training the
+    bias is added by `bias_add_for_training` (bias gradient summed in float32).
 
     Call args:
       inputs: float [..., D]; training: bool.

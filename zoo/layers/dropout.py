@@ -1,27 +1,25 @@
-"""Dropout whose mask is a keyed hash of each element's index, computed inside the XLA island that applies it.
+"""Inverted dropout whose mask is a keyed hash of each element's index.
 
 Shape legend: any shape.
 
-Keras' dropout draws one float per element with Philox, stores the mask and multiplies twice (forward and
-backward), each a separate pass. Here an element's 16 random bits are the high half of a 32-bit keyed hash of its
-flat index (two rounds of murmur3's finalizer, `_mix32`, under two keys derived from the layer's seed pair), so:
-  * the mask is computed inside the same loop that applies it (`x * mask`, one XLA island), and the backward
-    island recomputes it from the seed instead of reading a stored mask (nothing [B, N, T, T]-sized is kept);
-  * an element is kept when its 16 bits are >= round(rate * 65536), i.e. with probability 1 - rate to within
-    2^-17, and kept values are scaled by the exact inverse of that probability, so the expectation is unchanged.
-Why not Philox: XLA's CPU Philox ran at ~2 ns per element (a [2048, 768] bf16 mask 3.0 ms plus 1.4 ms for TF's
-bf16 multiply, ad hoc on the AMX Xeon), and a hand-written Philox-4x32 in XLA is recomputed once per output word
-by XLA's fusion; the hash applies the same dropout in 0.9 ms. The keys enter after a nonlinear round, so two
-layers' or two steps' masks are not shifted copies of each other (tests/test_layers_fast_paths.py checks the keep
-rate, neighbour and cross-seed correlations). The attention softmax islands (zoo/layers/softmax.py) use the same
-`keep_scale` for the attention-probability dropout. Under a multi-replica strategy each replica folds its id
-into the seed (`Dropout.next_seed`), so replicas do not repeat each other's masks.
+An element's 16 random bits are the high half of a 32-bit keyed hash of its flat index (two rounds of murmur3's
+finalizer, `_mix32`, under two keys derived from the layer's seed pair). An element is kept when its 16 bits are
+>= round(rate * 65536), i.e. with probability 1 - rate to within 2^-17, and kept values are scaled by the exact
+inverse of that probability, so the expectation is unchanged (`keep_scale`). So:
+  * the mask is computed inside the kernel that applies it, and the backward recomputes it from the seed instead
+    of reading a stored mask (nothing [B, N, T, T]-sized is kept);
+  * every tier (zoo/layers/tiers.py: native kernel, XLA island, plain ops) draws the same mask bit for bit;
+  * the keys enter after a nonlinear round, so two layers' or two steps' masks are not shifted copies of each
+    other (tests/test_layers_fast_paths.py checks the keep rate, neighbour and cross-seed correlations).
+The attention softmax (zoo/layers/softmax.py) uses the same `keep_scale` for the attention-probability dropout.
+Under a multi-replica strategy each replica folds its id into the seed (`Dropout.next_seed`), so replicas do not
+repeat each other's masks. Why a hash and not Philox: benchmarks/RESULTS.md, "Kernel notes moved from docstrings".
 """
 
 import keras
 import tensorflow as tf
 
-from zoo.layers import native
+from zoo.layers import tiers
 from zoo.layers.islands import xla_island
 
 _U32 = tf.uint32
@@ -38,7 +36,7 @@ def _mix32(h):
 def keep_scale(shape, seed, threshold, dtype):
     """[shape] of dtype: 65536 / (65536 - threshold) where an element's 16 hash bits are >= threshold, else 0.
 
-    Plain TF ops, meant to be traced inside an XLA island next to their consumer.
+    Plain TF ops, meant to be traced inside the kernel of their consumer (an XLA island fuses them into its loop).
 
     Args:
       shape: int32 shape (a compile-time constant in an island: one program per shape).
@@ -55,10 +53,38 @@ def keep_scale(shape, seed, threshold, dtype):
     return tf.where(bits >= tf.constant(threshold, _U32), tf.constant(scale, dtype), tf.constant(0.0, dtype))
 
 
-@xla_island
-def _apply_keep_scale(x, seed, threshold):
+def apply_keep_scale(x, seed, threshold):
     """x * keep_scale(x's shape): the forward of dropout, and (on dy, same seed) its gradient."""
     return x * keep_scale(tf.shape(x), seed, threshold, x.dtype)
+
+
+_apply_keep_scale = xla_island(apply_keep_scale)
+
+
+def apply_keep_scale_xla(x, seed, threshold):
+    """`apply_keep_scale` as an XLA island, with x's static shape (XLA's outputs lose static dims)."""
+    return tf.ensure_shape(_apply_keep_scale(x, seed, threshold), x.shape)
+
+
+def _mask_form(apply):
+    """The dropout op's form given apply(t, seed, threshold) -> t * mask; the gradient is the same mask on dy."""
+
+    def forward(x, *, seed, threshold):
+        return apply(x, seed, threshold), x.dtype
+
+    def backward(dtype, dy, *, seed, threshold):
+        return apply(tf.cast(dy, dtype), seed, threshold)
+
+    return tiers.Form(forward, backward)
+
+
+# x -> x * keep_scale(x's shape, seed, threshold); the gradient is the same mask on dy.
+dropout_mask = tiers.TieredOp(
+    "dropout",
+    native=_mask_form(lambda t, seed, threshold: tiers.native_library().zoo_dropout(t, seed, threshold=threshold)),
+    xla=_mask_form(apply_keep_scale_xla),
+    plain=_mask_form(apply_keep_scale),
+)
 
 
 def check_size(x):
@@ -70,7 +96,8 @@ def check_size(x):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class Dropout(keras.layers.Layer):
-    """Inverted dropout with a Keras `SeedGenerator` (its state is checkpointed with the model).
+    """Inverted dropout: x * keep_scale, the keyed-hash mask scaled by 1 / keep probability; its gradient is the
+    same mask on dy. The seed comes from a Keras `SeedGenerator` (its state is checkpointed with the model).
 
     Args:
       rate: fraction of elements zeroed during training, in [0, 1).
@@ -98,19 +125,7 @@ class Dropout(keras.layers.Layer):
         if seed is None:
             return x
         check_size(x)
-        threshold = self.threshold
-        library = native.layer_ops(x.dtype)
-        if library is not None:  # the same mask from the native kernel (zoo/kernels/layer_ops.cc)
-            apply = lambda t: library.zoo_dropout(t, seed, threshold=threshold)  # noqa: E731
-        else:  # the XLA island, which drops static dims
-            apply = lambda t: tf.ensure_shape(_apply_keep_scale(t, seed, threshold), t.shape)  # noqa: E731
-
-        @tf.custom_gradient
-        def dropout(x):
-            # The gradient is the same mask, recomputed from the seed.
-            return apply(x), lambda dy: apply(tf.cast(dy, x.dtype))
-
-        return dropout(x)
+        return dropout_mask(x, seed=seed, threshold=self.threshold)
 
     def next_seed(self, training=False):
         """The int32 [2] seed of this call's mask (advancing the generator), or None when dropout is off.

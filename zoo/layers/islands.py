@@ -1,15 +1,11 @@
-"""XLA "islands": small XLA-compiled kernels inside an otherwise non-XLA training step.
+"""XLA "islands": small XLA-compiled kernels inside an otherwise non-XLA training step, and the whole-step XLA flag.
 
-On CPUs the elementwise passes around the oneDNN matmuls are memory-bound, and XLA fuses a chain of them (erf,
-exp, casts, random bits, compares) into one loop; whole-step XLA is no substitute there, as XLA's CPU bf16 dots
-are slower than oneDNN's. On GPUs the step runs the plain ops instead: an island would need the XLA GPU
-toolchain (ptxas, libdevice) for a gain nobody has measured; inside an XLA-compiled step (TPUs, --jit_compile)
-an island is inlined like any other function. On CPU-only machines with a C++ compiler the native kernels of
-zoo/kernels/layer_ops.cc take the islands' place (zoo/layers/native.py): the islands took 1.25-2.4x their
-time in bf16 at BERT-base shapes (benchmarks/training_kernels.py); the islands remain the fallback and the reference the native kernels are tested
-against.
+An island is one function of plain TF ops compiled by XLA into one loop (`xla_island`): on CPUs the elementwise
+passes around the oneDNN matmuls are memory-bound, and XLA fuses a chain of them (erf, exp, casts, random bits,
+compares) into one pass. Whole-step XLA is no substitute there, as XLA's CPU bf16 dots are slower than oneDNN's.
+Inside an XLA-compiled step (TPUs, --jit_compile) an island is inlined like any other function. Which ops run as
+islands, native kernels or plain ops is decided in one place, zoo/layers/tiers.py (ZOO_KERNELS).
 """
-
 import contextlib
 import threading
 
@@ -53,14 +49,14 @@ class WholeStepXlaTrainStep:
 
 
 def xla_island(fn):
-    """Wraps fn(*tensors) -> tensors: XLA-compiled (one program per input shape) unless a GPU is visible.
+    """fn(*tensors) -> tensors, XLA-compiled (one program per input shape); name and docstring kept.
 
     Keep islands out of exported graphs: TF Serving runs XLA clusters only when started with XLA enabled.
     """
     compiled = tf.function(fn, jit_compile=True, autograph=False)
 
     def call(*args):
-        return fn(*args) if tf.config.list_logical_devices("GPU") else compiled(*args)
+        return compiled(*args)
 
     call.__name__ = call.__qualname__ = fn.__name__
     call.__doc__ = fn.__doc__

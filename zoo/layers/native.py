@@ -1,45 +1,28 @@
-"""The native CPU kernels of a training step's memory-bound passes (zoo/kernels/layer_ops.cc), where they apply.
+"""The op gradients of the native training kernels (zoo/kernels/layer_ops.cc), and `layer_ops()`.
 
-Layer norm (alone or fused with the residual add and dropout before it), bias + GELU, bias add, dropout and the
-attention softmax each have three forms: the native kernel (one multithreaded pass per direction, float32 maths,
-column sums accumulated inside), the XLA island (one XLA:CPU loop; zoo/layers/islands.py) and the plain TF ops.
-At BERT-base shapes in bf16 on the AMX Xeon, forward + backward (`benchmarks/training_kernels.py`, 2026-12-04):
-layer norm 1.75 vs 4.19 ms, residual + dropout + layer norm 2.96 vs 6.01, attention softmax 4.91 vs 7.50,
-bias + GELU 7.19 vs 9.27, dropout 1.74 vs 2.18 ms. The kernels compute the islands' maths and draw the same
-dropout masks (tests/test_layers_native.py compares them).
-
-`layer_ops()` returns the op library only where a native kernel can run and nothing else is expected: a CPU-only
-machine, outside any XLA compilation (a whole-step XLA compile, a `jit_compile=True` function, TPUs), with
-ZOO_NATIVE_KERNELS unset or 1 and a C++ compiler available (zoo/kernels). Elsewhere callers take their island.
-Inference never calls these paths, so exports never contain the ops (zoo.export also refuses Zoo* ops).
+The choice of tier (native kernel, XLA island, plain ops) is made in zoo/layers/tiers.py; the layers'
+first-order training gradients come from `tiers.TieredOp`'s hand-written gradient. What is registered here is
+for what differentiates the raw ops themselves: a tape around those (second order, Hessian-vector products).
+The two linear ops are differentiated exactly; the others raise, naming the tiers TensorFlow can differentiate.
+Inference never calls the native kernels, so exports never contain them (zoo.export also refuses Zoo* ops).
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
 
 from zoo import kernels
-from zoo.layers.islands import in_whole_step_xla
+from zoo.layers import tiers
 
-NATIVE_DTYPES = (tf.float32, tf.bfloat16)
+NATIVE_DTYPES = tiers.NATIVE_DTYPES
 
 
 def layer_ops(*dtypes):
-    """The `layer_ops` op library, or None where the native kernels do not apply (see the module docstring).
-
-    dtypes: the dtypes of the tensors the kernels would read or write; any outside float32 / bfloat16 -> None.
-    """
-    if not kernels.enabled() or any(tf.as_dtype(d) not in NATIVE_DTYPES for d in dtypes):
+    """The `layer_ops` op library where the native tier runs for tensors of these dtypes now (ZOO_KERNELS auto or
+    native, a CPU-only machine, outside any XLA compilation, g++ available), else None."""
+    if any(tf.as_dtype(d) not in NATIVE_DTYPES for d in dtypes) or kernels.setting() not in ("auto", "native"):
         return None
-    if in_whole_step_xla() or control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return None
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return None
-    return kernels.load("layer_ops")
+    return tiers.native_library() if tiers.select("layer_ops") == "native" else None
 
 
-# Op gradients, for what differentiates the kernels themselves: first-order training gradients come from the
-# layers' tf.custom_gradient functions; a tape around those (second order, Hessian-vector products) needs these.
-# The two linear ops are differentiated exactly; the others point to the islands, which TF can differentiate.
 @tf.RegisterGradient("ZooDropout")
 def _dropout_gradient(op, dy):
     library = kernels.load("layer_ops")
@@ -55,8 +38,8 @@ def _bias_add_gradient(op, dy):
 def _first_order_only(op, *grads):
     raise NotImplementedError(
         f"{op.type} (a native training kernel, zoo/kernels/layer_ops.cc) has no gradient of its own: "
-        "second-order gradients through it are not implemented. Run with ZOO_NATIVE_KERNELS=0 to use the XLA "
-        "islands, which TensorFlow differentiates.")
+        f"second-order gradients through it are not implemented. Run with {kernels.ENV}=xla (XLA islands) or "
+        f"{kernels.ENV}=plain (plain TF ops), which TensorFlow differentiates.")
 
 
 for _name in ("ZooLayerNorm", "ZooLayerNormGrad", "ZooDropoutAddLayerNorm", "ZooBiasGelu", "ZooBiasGeluGrad",

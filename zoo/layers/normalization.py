@@ -1,24 +1,23 @@
-"""Layer normalization whose training forward and backward each run as one XLA island.
+"""Layer normalization over the last axis: y = (x - mean) / sqrt(var + epsilon) * gamma + beta.
 
-Keras' `LayerNormalization` under `mixed_bfloat16` spends ~10 elementwise and reduction passes over [B, T, H] in
-float32 forward and backward (casts, moments, rsqrt, scale, shift, and the autodiff of each). Here the forward is
-one XLA loop (bf16 in, float32 statistics, bf16 out) that also returns the per-row mean and 1/std, and the
-backward is one more that recomputes x_hat from x and those statistics, with dgamma and dbeta summed by a
-ones-vector matmul (zoo/layers/reductions.py): on the AMX Xeon at [2048, 768] bf16, forward + backward took 4.9 ms
-against Keras' 9.1 ms with the sums inside the island (ad hoc, /tmp script); the matmul sums then cut the backward
-from 5.7 to 3.3 ms (25 distinct inputs, out of cache) and the BERT-base step 2,193 -> 2,126 ms (in-process A/B).
-In bf16, dbeta is the float32-accumulated sum of dy rounded once; dgamma sums the bf16-rounded products
-dy * x_hat (as a mixed-precision matmul's kernel gradient sums bf16 inputs) and rounds once; float32 stays float32.
-Inference (`layer_norm_for_inference`) takes oneDNN's fused layer norm on batches of 128 rows and more, Keras'
-own ops below that; every configuration other than BERT's / GPT's (last axis, scale and centre, no RMS scaling)
-runs Keras' own code. Exports stay plain TF ops.
+Shape legend: H the normalized (last) axis; statistics per row of the leading axes.
+
+Training (`layer_norm_for_training`, and `LayerNormalization.add_and_normalize` for a post-LN residual
+connection) runs one kernel forward (x in, float32 statistics, y out in x's dtype, the per-row mean and 1/std
+kept) and one backward that recomputes x_hat from x and those statistics, in the tier zoo/layers/tiers.py picks.
+In bf16, dbeta is the float32-accumulated sum of dy rounded once; in the island and plain forms dgamma sums the
+bf16-rounded products dy * x_hat (as a mixed-precision matmul's kernel gradient sums bf16 inputs) by a ones-vector
+matmul (zoo/layers/reductions.py) and rounds once, the native kernel sums float32 products; float32 stays
+float32. Inference (`layer_norm_for_inference`) takes oneDNN's fused layer norm on batches of FUSED_MIN_ROWS rows
+and more, Keras' own ops below that; every configuration other than BERT's / GPT's (last axis, scale and centre,
+no RMS scaling) runs Keras' own code. Exports stay plain TF ops.
 """
 
 import keras
 import tensorflow as tf
 
-from zoo.layers import native
-from zoo.layers.dropout import check_size
+from zoo.layers import tiers
+from zoo.layers.dropout import apply_keep_scale, apply_keep_scale_xla, check_size
 from zoo.layers.islands import in_whole_step_xla, xla_island
 from zoo.layers.reductions import column_sum
 
@@ -36,7 +35,7 @@ def _backward(x, mean, inv_std, gamma, dy):
     """The row-wise part of `_forward`'s gradient: (dx [..., H] x.dtype, dy * x_hat [..., H] x.dtype).
 
     dgamma and dbeta, the column sums of dy * x_hat and dy, are left to `column_sum` (a ones-vector matmul with
-    float32 accumulation): XLA:CPU's column reductions made them ~40 % of this island's time.
+    float32 accumulation), outside the island: XLA:CPU's column reductions are slow.
     """
     x_hat = (tf.cast(x, tf.float32) - mean) * inv_std
     dyf = tf.cast(dy, tf.float32)
@@ -50,8 +49,85 @@ _forward_xla = xla_island(_forward)
 _backward_xla = xla_island(_backward)
 
 
+def _gradients(backward, x, mean, inv_std, gamma, dy):
+    """(dx, dgamma, dbeta) from the row-wise `backward` and float32-accumulated column sums."""
+    dx, dy_x_hat = backward(x, mean, inv_std, gamma, dy)
+    return dx, tf.cast(column_sum(dy_x_hat), tf.float32), tf.cast(column_sum(dy), tf.float32)
+
+
+def _layer_norm_form(forward, backward):
+    """The plain or island form; epsilon enters as a tensor (one XLA program for every epsilon)."""
+
+    def forward_(x, gamma, beta, *, epsilon):
+        y, mean, inv_std = forward(x, gamma, beta, tf.constant(epsilon, tf.float32))
+        return y, (x, mean, inv_std, gamma)
+
+    return tiers.Form(forward_, lambda saved, dy, *, epsilon: _gradients(backward, *saved, dy))
+
+
+def _dropout_add_layer_norm_form(mask, forward, backward):
+    """LN(x + mask(branch)) by the dropout and layer norm forms (mask(t, seed, threshold) -> t * keep_scale)."""
+
+    def forward_(branch, x, gamma, beta, *, seed, threshold, epsilon):
+        total = x + (mask(branch, seed, threshold) if threshold else branch)
+        y, mean, inv_std = forward(total, gamma, beta, tf.constant(epsilon, tf.float32))
+        return y, (total, mean, inv_std, gamma)
+
+    def backward_(saved, dy, *, seed, threshold, epsilon):
+        dtotal, dgamma, dbeta = _gradients(backward, *saved, dy)
+        return (mask(dtotal, seed, threshold) if threshold else dtotal), dtotal, dgamma, dbeta
+
+    return tiers.Form(forward_, backward_)
+
+
+def _native_float32_parameters(*inputs, **attrs):
+    """The native kernels read gamma and beta (the last two inputs) in float32."""
+    return (*inputs[:-2], tf.cast(inputs[-2], tf.float32), tf.cast(inputs[-1], tf.float32))
+
+
+def _native_layer_norm_forward(x, gamma, beta, *, epsilon):
+    y, mean, inv_std = tiers.native_library().zoo_layer_norm(x, gamma, beta, epsilon=float(epsilon))
+    return y, (x, mean, inv_std, gamma)
+
+
+def _native_layer_norm_backward(saved, dy, **attrs):
+    """ZooLayerNormGrad: dx, dgamma and dbeta (float32 sums inside the kernel)."""
+    x, mean, inv_std, gamma = saved
+    return tiers.native_library().zoo_layer_norm_grad(x, mean, inv_std, gamma, tf.cast(dy, x.dtype))
+
+
+def _native_dropout_add_layer_norm_forward(branch, x, gamma, beta, *, seed, threshold, epsilon):
+    """ZooDropoutAddLayerNorm: the mask, the residual add and the layer norm in one pass."""
+    y, total, mean, inv_std = tiers.native_library().zoo_dropout_add_layer_norm(
+        branch, x, gamma, beta, seed, threshold=threshold, epsilon=float(epsilon))
+    return y, (total, mean, inv_std, gamma)
+
+
+def _native_dropout_add_layer_norm_backward(saved, dy, *, seed, threshold, epsilon):
+    dtotal, dgamma, dbeta = _native_layer_norm_backward(saved, dy)
+    dbranch = tiers.native_library().zoo_dropout(dtotal, seed, threshold=threshold) if threshold else dtotal
+    return dbranch, dtotal, dgamma, dbeta
+
+
+layer_norm = tiers.TieredOp(
+    "layer_norm",
+    native=tiers.Form(_native_layer_norm_forward, _native_layer_norm_backward, _native_float32_parameters),
+    xla=_layer_norm_form(_forward_xla, _backward_xla),
+    plain=_layer_norm_form(_forward, _backward),
+)
+
+# Inputs (branch, x, gamma, beta) -> LN(x + dropout(branch)); the gradient of x is the total's.
+dropout_add_layer_norm = tiers.TieredOp(
+    "dropout_add_layer_norm",
+    native=tiers.Form(_native_dropout_add_layer_norm_forward, _native_dropout_add_layer_norm_backward,
+                      _native_float32_parameters),
+    xla=_dropout_add_layer_norm_form(apply_keep_scale_xla, _forward_xla, _backward_xla),
+    plain=_dropout_add_layer_norm_form(apply_keep_scale, _forward, _backward),
+)
+
+
 def layer_norm_for_training(x, gamma, beta, epsilon):
-    """Layer normalization over the last axis with a hand-written gradient, as two XLA islands.
+    """Layer normalization over the last axis with a hand-written gradient (one kernel each way).
 
     Args:
       x: float [..., H] (bf16 under mixed precision); statistics are computed in float32.
@@ -59,56 +135,26 @@ def layer_norm_for_training(x, gamma, beta, epsilon):
       epsilon: python float added to the variance.
 
     Returns:
-      [..., H] in x's dtype: (x - mean) / sqrt(var + epsilon) * gamma + beta.
-
-    On a CPU-only machine the native kernels run instead of the islands (`zoo.layers.native`), with dgamma and
-    dbeta summed inside the backward kernel in float32.
+      [..., H] in x's dtype: (x - mean) / sqrt(var + epsilon) * gamma + beta. Gradients: dx through the
+      recomputed x_hat; dgamma = sum(dy * x_hat), dbeta = sum(dy) over the rows, accumulated in float32.
     """
-    library = native.layer_ops(x.dtype)
-    if library is not None:
-        return _layer_norm_native(library, x, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32), float(epsilon))
-    epsilon = tf.constant(epsilon, tf.float32)  # a tensor: one XLA program for every epsilon
-
-    @tf.custom_gradient
-    def normalize(x, gamma, beta):
-        y, mean, inv_std = _forward_xla(x, gamma, beta, epsilon)
-
-        def grad(dy):
-            dx, dy_x_hat = _backward_xla(x, mean, inv_std, gamma, dy)
-            return dx, tf.cast(column_sum(dy_x_hat), tf.float32), tf.cast(column_sum(dy), tf.float32)
-
-        return y, grad
-
-    return normalize(x, gamma, beta)
-
-
-def _layer_norm_native(library, x, gamma, beta, epsilon):
-    """`layer_norm_for_training` as ZooLayerNorm / ZooLayerNormGrad (zoo/kernels/layer_ops.cc)."""
-
-    @tf.custom_gradient
-    def normalize(x, gamma, beta):
-        y, mean, inv_std = library.zoo_layer_norm(x, gamma, beta, epsilon=epsilon)
-
-        def grad(dy):
-            return library.zoo_layer_norm_grad(x, mean, inv_std, gamma, tf.cast(dy, x.dtype))  # dx, dgamma, dbeta
-
-        return y, grad
-
-    return normalize(x, gamma, beta)
+    return layer_norm(x, gamma, beta, epsilon=float(epsilon))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LayerNormalization(keras.layers.LayerNormalization):
-    """Keras' `LayerNormalization` (same weights, config and checkpoints) with `layer_norm_for_training` in training.
+    """y = (x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis: Keras' `LayerNormalization` (same
+    weights, config and checkpoints), with `layer_norm_for_training` in training.
 
     Call args:
-      inputs: float [..., H]; training: bool (True: the XLA islands, where the configuration allows).
+      inputs: float [..., H]; training: bool (True: `layer_norm_for_training`, where the configuration is
+        BERT's / GPT's: last axis, scale and centre, no RMS scaling).
 
     Returns:
       [..., H] in the layer's compute dtype.
     """
 
-    def _islands_apply(self, inputs):
+    def _takes_training_kernels(self, inputs):
         axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
         last = len(inputs.shape) - 1
         return self.center and self.scale and not self.rms_scaling and [a % (last + 1) for a in axes] == [last]
@@ -116,9 +162,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
     def add_and_normalize(self, x, branch, dropout, training=False):
         """`self(x + dropout(branch))`: a post-LN Transformer's residual connection.
 
-        In CPU training with the native kernels (zoo/layers/native.py) the dropout, the add and the normalization
-        are one pass (`ZooDropoutAddLayerNorm`: the separate dropout and add passes over [B, T, H] and their
-        intermediate tensor are gone); elsewhere the three layers' own paths, with the same dropout mask.
+        In training one kernel each way computes the dropout (the layer's mask and seed), the add and the
+        normalization (the native kernel in one pass; `dropout_add_layer_norm`).
 
         Args:
           x: float [..., H], the residual; branch: float [..., H]; dropout: the branch's `zoo.layers.Dropout`.
@@ -126,8 +171,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         Returns:
           [..., H] in the layer's compute dtype.
         """
-        library = native.layer_ops(self.compute_dtype) if training and self._islands_apply(x) else None
-        if library is None:
+        if not (training and self._takes_training_kernels(x)):
             return self(x + dropout(branch, training=training), training=training)
         if not self.built:  # called without Keras' __call__, which would build it
             self.build(x.shape)
@@ -138,24 +182,11 @@ class LayerNormalization(keras.layers.LayerNormalization):
             check_size(branch)
         x, branch = tf.cast(x, self.compute_dtype), tf.cast(branch, self.compute_dtype)
         gamma, beta = tf.cast(tf.convert_to_tensor(self.gamma), tf.float32), tf.cast(tf.convert_to_tensor(self.beta), tf.float32)
-        epsilon = float(self.epsilon)
-
-        @tf.custom_gradient
-        def dropout_add_layer_norm(branch, x, gamma, beta):
-            y, total, mean, inv_std = library.zoo_dropout_add_layer_norm(branch, x, gamma, beta, seed,
-                                                                          threshold=threshold, epsilon=epsilon)
-
-            def grad(dy):
-                dtotal, dgamma, dbeta = library.zoo_layer_norm_grad(total, mean, inv_std, gamma, tf.cast(dy, x.dtype))
-                dbranch = library.zoo_dropout(dtotal, seed, threshold=threshold) if threshold else dtotal
-                return dbranch, dtotal, dgamma, dbeta
-
-            return y, grad
-
-        return dropout_add_layer_norm(branch, x, gamma, beta)
+        return dropout_add_layer_norm(branch, x, gamma, beta, seed=seed, threshold=threshold,
+                                      epsilon=float(self.epsilon))
 
     def call(self, inputs, training=False):
-        if not self._islands_apply(inputs):
+        if not self._takes_training_kernels(inputs):
             return super().call(inputs)
         if not training:
             return layer_norm_for_inference(inputs, super().call, self.gamma, self.beta, self.epsilon, self.compute_dtype)
@@ -172,9 +203,8 @@ def _layer_norm_as_fused_batch_norm(x, rows, gamma, beta, epsilon):
     training mode over [1, rows, H, 1] (NCHW).
 
     This is the exact op pattern of tf.keras' fused layer norm, which TF's graph optimizer rewrites into oneDNN's
-    `_MklLayerNorm` (one pass, float32 statistics; at 8,192 rows of H = 384 on the AMX Xeon ~1.2 ms against
-    ~4.8 ms for Keras' ops in float32, 3.2 against 7.5 ms in bf16, ad hoc, a residual add included). Without
-    oneDNN the op runs as TF's own fused batch norm, with the same result.
+    `_MklLayerNorm` (one pass, float32 statistics). Without oneDNN the op runs as TF's own fused batch norm, with
+    the same result.
     """
     normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
         tf.reshape(x, tf.stack([1, rows, x.shape[-1], 1])), tf.fill([rows], 1.0), tf.fill([rows], 0.0),

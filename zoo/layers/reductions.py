@@ -18,8 +18,8 @@ def column_sum(t):
 
     16-bit inputs in TF's own kernels take the ones-vector matmul. float32 and wider inputs, and every input
     inside a whole-step XLA compile (`zoo.layers.islands.whole_step_xla`), take a float32 `reduce_sum`: XLA
-    fuses the cast into the reduction, and its dot of a [1, N] ones row is slow on CPUs (BERT-base step with
-    --jit_compile on the AMX Xeon: float32 18.1 s with the matmul against 4.8 s, bf16 5.8 s against 5.2 s).
+    fuses the cast into the reduction, and its dot of a [1, N] ones row is slow on CPUs (benchmarks/RESULTS.md,
+    "Kernel notes moved from docstrings").
     """
     if in_whole_step_xla() or t.dtype.size >= 4:
         axes = list(range(len(t.shape) - 1))

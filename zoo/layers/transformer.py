@@ -57,8 +57,8 @@ class TransformerBlock(keras.layers.Layer):
         self.attention = MultiHeadAttention(num_heads, hidden_dim, dropout, init, name="attention")
         self.attention_dropout = Dropout(dropout)
         self.attention_norm = LayerNormalization(epsilon=layer_norm_epsilon, name="attention_layer_norm")
-        # The activation is applied in `call`: training uses the XLA-compiled GELU and gradient, inference the
-        # form oneDNN fuses into the matmul (and that any TF Serving runs).
+        # The activation is applied in `call`: training uses `gelu_for_training` (bias + GELU in one kernel each
+        # way, zoo/layers/tiers.py), inference the form oneDNN fuses into the matmul (and that any TF Serving runs).
         self._train_activation = gelu_for_training if activation == "gelu" else keras.activations.get(activation)
         self._inference_activation = gelu_for_inference if activation == "gelu" else self._train_activation
         self.intermediate = Dense(intermediate_dim, kernel_initializer=init, name="intermediate")
@@ -79,7 +79,7 @@ class TransformerBlock(keras.layers.Layer):
         x = self.attention_norm.add_and_normalize(x, attended, self.attention_dropout, training=training)
         # The feed-forward runs on [B*T, H] rows. At inference a 2-D MatMul sits right next to its bias add and
         # GELU, which oneDNN fuses (on [B, T, H] a reshape between them blocks that). In training the bias is
-        # added inside the GELU islands, so the MatMul stays oneDNN's AMX matmul (zoo/layers/dense.py).
+        # added inside the GELU kernel, so the MatMul stays a plain MatMul (zoo/layers/dense.py).
         rows = ops.reshape(x, (-1, self.hidden_dim))
         if training and self._train_activation is gelu_for_training and self.intermediate.defers_bias():
             h = gelu_for_training(self.intermediate.matmul(rows), tf.convert_to_tensor(self.intermediate.bias))  # [B*T, F]

@@ -20,10 +20,13 @@ def _bit_transpose(x, perm):
     return tf.bitcast(tf.transpose(tf.bitcast(x, as_int), perm), x.dtype)
 
 
-def transpose(x, perm):
+def transpose(x, perm, training=True):
     """x [d_0, ..., d_k] -> [d_perm[0], ..., d_perm[k]], as tf.transpose; differentiable.
 
     Inside a whole-step XLA compile it is tf.transpose (XLA fuses it; no oneDNN there).
+    training: the gradient is this same transpose (so higher orders work too). With training=False (inference,
+    exports) the gradient is a plain tf.transpose: still differentiable to any order, and a SavedModel then holds
+    no nested custom gradient, which TF warns about ("unsaved custom gradients") on every load.
     """
     perm = list(perm)
     if in_whole_step_xla():
@@ -32,6 +35,8 @@ def transpose(x, perm):
 
     @tf.custom_gradient
     def forward(x):
-        return _bit_transpose(x, perm), lambda dy: transpose(dy, inverse)  # itself differentiable (higher orders)
+        if training:
+            return _bit_transpose(x, perm), lambda dy: transpose(dy, inverse)
+        return _bit_transpose(x, perm), lambda dy: tf.transpose(dy, inverse)
 
     return forward(x)

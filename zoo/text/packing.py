@@ -91,6 +91,28 @@ def pack_segments(
     return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
 
 
+def trim_to_longest(features: dict[str, tf.Tensor], sequence_length: int, pad_to_multiple_of: int = 1,
+                    minimum: int = 1) -> dict[str, tf.Tensor]:
+    """Cuts [B, T] features to the batch's longest `padding_mask` row (faster serving of short texts).
+
+    Args:
+      features: dict of [B, T, ...] tensors with a `padding_mask` int [B, T].
+      sequence_length: T, the upper bound.
+      pad_to_multiple_of: the cut length is rounded up to a multiple of this (at most T): an XLA-compiled consumer
+        then sees T / m lengths instead of one program per length.
+      minimum: the shortest cut: an empty batch (B = 0, as TF Serving may send) keeps `minimum` positions, so
+        consumers that read position 0 (a [CLS] pooler) get [0, minimum, ...] tensors instead of an error.
+
+    Returns:
+      the same dict with every tensor cut to [B, T'].
+    """
+    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1)), minimum)
+    if pad_to_multiple_of > 1:
+        m = pad_to_multiple_of
+        longest = tf.minimum((longest + m - 1) // m * m, sequence_length)
+    return {k: v[:, :longest] for k, v in features.items()}
+
+
 _RESOLUTION = 1 << 24  # granularity of the integer uniform draws
 
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from zoo.text import unicode
+from zoo.text.tokenizer import Tokenizer
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -162,7 +163,7 @@ class BasicTokenizer(tf.Module):
         )
 
 
-class WordPieceTokenizer(tf.Module):
+class WordPieceTokenizer(Tokenizer):
     """BERT FullTokenizer in the graph: string [B] -> WordPiece ids int32 [B, (n)] (no [CLS]/[SEP]).
 
     Works eagerly, in tf.function, tf.data and SavedModels.
@@ -244,13 +245,48 @@ class WordPieceTokenizer(tf.Module):
     mask_id = property(lambda self: self.token_to_id("[MASK]"))
 
     def get_config(self) -> dict:
+        return {"vocabulary": list(self._vocab), **self.config()}
+
+    # ---- the zoo.text.tokenizer.Tokenizer interface ----------------------------------------------------------
+    VOCAB_FILE = "vocab.txt"
+
+    @property
+    def special_ids(self) -> dict:
+        """{role: id} of the tokens the BERT objective and packing need."""
+        return {"pad": self.pad_id, "unknown": self.unknown_id, "cls": self.cls_id, "sep": self.sep_id, "mask": self.mask_id}
+
+    def config(self) -> dict:
+        """The options (JSON), without the vocabulary."""
         return {
-            "vocabulary": list(self._vocab),
             "lowercase": self.lowercase,
             "strip_accents": self._strip_accents_arg,
             "max_chars_per_word": self.max_chars_per_word,
             "unknown_token": self.unknown_token,
         }
+
+    @classmethod
+    def learn(cls, texts: Iterable[str], size: int, lowercase: bool = True, **options) -> "WordPieceTokenizer":
+        """A tokenizer with a WordPiece vocabulary of at most `size` tokens learned from `texts` (`learn_vocabulary`)."""
+        return cls(learn_vocabulary(texts, size, lowercase=lowercase), lowercase=lowercase, **options)
+
+    @classmethod
+    def from_files(cls, path: str, lowercase: bool = True, **options) -> "WordPieceTokenizer":
+        """From a vocab.txt, or a folder holding one."""
+        if os.path.isdir(path):
+            path = os.path.join(path, cls.VOCAB_FILE)
+        return cls(load_vocabulary(path), lowercase=lowercase, **options)
+
+    def save(self, directory: str) -> dict:
+        """Writes vocab.txt into `directory`; returns {"vocabulary": "vocab.txt"}."""
+        save_vocabulary(self._vocab, os.path.join(directory, self.VOCAB_FILE))
+        return {"vocabulary": self.VOCAB_FILE}
+
+    @classmethod
+    def load(cls, directory: str, config: dict) -> "WordPieceTokenizer":
+        """From `save`'s vocab.txt in `directory` and the options of `config()` (extra keys ignored)."""
+        assets = config.get("assets", {"vocabulary": cls.VOCAB_FILE})
+        options = {k: config[k] for k in ("lowercase", "strip_accents", "max_chars_per_word", "unknown_token") if k in config}
+        return cls(load_vocabulary(os.path.join(directory, assets["vocabulary"])), **options)
 
     # ---- graph ops --------------------------------------------------------------------------------------
     def basic_tokenize(self, texts) -> tf.RaggedTensor:

@@ -1,0 +1,121 @@
+"""Pretraining objectives: what a family learns from raw text, as data. Knows no model family.
+
+`OBJECTIVES` names each objective in one literal dict; a family names its own by key (`Family.objective`). An
+objective owns its settings (a dataclass whose field names are the trainers' flag names), its feature spec
+(`zoo.data.schema`), its examples from tokenized documents (dynamic, in tf.data) and from TFRecords (static, as
+`trainers.create_pretraining_data` writes them), and what a record folder must agree on with a run.
+
+  masked_lm_nsp   BERT: sentence pairs + next-sentence labels, 80/10/10 masked LM (google-research/bert)
+
+The interface (what trainers.pretrain / create_pretraining_data / evaluate call):
+  Settings                                   dataclass of the objective's settings
+  tokens_per_example(settings) -> int        for the tokens/s figure
+  prepare(documents, tokenizer, settings, *, seed, training=True, progress=None) -> examples
+                                             documents of token ids -> examples (numpy), built once per run
+  dataset(examples, tokenizer, settings, *, batch_size, seed, input_context=None, training=True)
+                                             -> batches of the feature spec (masks drawn per step where any)
+  records_dataset(pattern, settings, *, batch_size, seed, input_context=None, shard_by="file")
+  write_records(documents, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None) -> (paths, n)
+  RECORD_KEYS                                settings a record folder fixes (checked against a run's)
+Batches are per replica with static shapes (drop_remainder), as XLA and TPUs need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from zoo.data import instances, pipeline, records
+
+logger = logging.getLogger(__name__)
+
+
+def settings_from(objective, values):
+    """`objective.Settings` from a mapping that may hold more keys (e.g. every flag): the known ones are taken."""
+    names = {f.name for f in dataclasses.fields(objective.Settings)}
+    return objective.Settings(**{k: v for k, v in dict(values).items() if k in names and v is not None})
+
+
+class MaskedLMNextSentence:
+    """BERT's objective: `[CLS] A [SEP] B [SEP]` pairs (50 % random B), 15 % of tokens masked 80/10/10.
+
+    From documents the pairs are built once and masked per step in tf.data (new masks every epoch); from
+    records the static masks of `write_records` (google-research/bert's create_pretraining_data) are read.
+    The tokenizer must have the special ids pad, unknown, cls, sep, mask and a `vocabulary` ('##' pieces for
+    whole-word masking).
+    """
+
+    name = "masked_lm_nsp"
+    RECORD_KEYS = ("sequence_length", "max_predictions")
+
+    @dataclasses.dataclass
+    class Settings:
+        """sequence_length T (with [CLS] and two [SEP]); max_predictions P masked positions per example;
+        masked_lm_prob; short_seq_prob (shorter random targets); dupe_factor (static-mask copies on disk);
+        whole_word_mask (static masks only)."""
+
+        sequence_length: int = 128
+        max_predictions: int = 20
+        masked_lm_prob: float = 0.15
+        short_seq_prob: float = 0.1
+        dupe_factor: int = 10
+        whole_word_mask: bool = False
+
+    @staticmethod
+    def tokens_per_example(settings):
+        return settings.sequence_length
+
+    @staticmethod
+    def _special_ids(tokenizer):
+        ids = tokenizer.special_ids
+        return [ids[k] for k in ("pad", "cls", "sep", "mask", "unknown")]
+
+    def prepare(self, documents, tokenizer, settings, *, seed, training=True, progress=None):
+        """Documents of id lists -> packed pairs (numpy arrays, `schema.bert_pair_spec`), built once per run."""
+        pairs = instances.stack_instances(instances.create_pair_instances(
+            documents, vocabulary=tokenizer.vocabulary, sequence_length=settings.sequence_length,
+            short_seq_prob=settings.short_seq_prob if training else 0.1, dupe_factor=1, seed=seed, progress=progress))
+        if training:
+            logger.info("%d sentence pairs (%.1f%% random next)", len(pairs["next_sentence_labels"]),
+                        100 * pairs["next_sentence_labels"].mean())
+        return pairs
+
+    def dataset(self, examples, tokenizer, settings, *, batch_size, seed, input_context=None, training=True):
+        """`prepare`'s pairs -> dynamically masked batches (`schema.bert_pretraining_spec`).
+
+        training=False: one pass, no shuffle, P = round(masked_lm_prob * T) (every masked token scored).
+        """
+        max_predictions = (settings.max_predictions if training
+                           else max(1, round(settings.masked_lm_prob * settings.sequence_length)))
+        return pipeline.dynamic_masking_dataset(
+            examples, batch_size=batch_size, vocabulary_size=tokenizer.vocabulary_size,
+            mask_id=tokenizer.special_ids["mask"], special_ids=self._special_ids(tokenizer),
+            max_predictions=max_predictions, mask_prob=settings.masked_lm_prob, seed=seed,
+            input_context=input_context, repeat=training, shuffle=training)
+
+    @staticmethod
+    def records_dataset(pattern, settings, *, batch_size, seed, input_context=None, shard_by="file"):
+        return pipeline.pretraining_dataset_from_records(
+            pattern, batch_size=batch_size, sequence_length=settings.sequence_length,
+            max_predictions=settings.max_predictions, seed=seed, input_context=input_context, shard_by=shard_by)
+
+    def write_records(self, documents, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None):
+        """Statically masked instances as sharded TFRecords; returns (paths, number of examples)."""
+        examples = instances.create_pretraining_instances(
+            documents, vocabulary=tokenizer.vocabulary, sequence_length=settings.sequence_length,
+            short_seq_prob=settings.short_seq_prob, dupe_factor=settings.dupe_factor,
+            masked_lm_prob=settings.masked_lm_prob, max_predictions=settings.max_predictions,
+            whole_word_mask=settings.whole_word_mask, seed=seed, progress=progress)
+        return records.write_counted(examples, output_pattern, num_shards)
+
+
+OBJECTIVES = {
+    "masked_lm_nsp": MaskedLMNextSentence(),
+}
+
+
+def get(name):
+    """The objective named `name`, or ValueError listing them."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"Unknown pretraining objective {name!r}; known: {', '.join(OBJECTIVES)}.")
+    return OBJECTIVES[name]
