@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import REPO, run_metadata, worker_env
+from benchmarks.common import REPO, command_line, run_metadata, worker_env
 
 # Fine-tuning flags of tpu_configs/bert_tiny_finetune_cpu.cfg other than init / model_dir / export_dir.
 DEMO_FINETUNE_FLAGS = {"task": "rotten_tomatoes", "sequence_length": 64, "batch_size": 32, "epochs": 3, "learning_rate": 5e-4, "pooling": "mean"}
@@ -100,9 +100,10 @@ def fmt(summary):
     return f"{summary['mean']:.4f} ± {summary['std']:.4f} (n={summary['n']})"
 
 
-def provenance():
-    """The run's "meta" (benchmarks.common.run_metadata: date, commit, machine, versions, command line)."""
-    return {"meta": run_metadata()}
+def provenance(module):
+    """The run's "meta" (benchmarks.common.run_metadata: date, commit, machine, versions, and the command line as
+    `python -m module ...`, whatever path the script was started by)."""
+    return {"meta": run_metadata(command_line(module))}
 
 
 def write_json(path, payload):

@@ -217,7 +217,7 @@ def compare(args, summary):
         rows = fs.finetune_seeds(init, os.path.join(args.runs_dir, name), seeds, splits, random_init=random_init, flags=flags)
         results[name] = {"init": init, "random_init": random_init, "runs": rows, **fs.summarize_rows(rows, splits)}
         print(f"{name:7} " + "  ".join(f"{s}: {fs.fmt(results[name][s])}" for s in splits), flush=True)
-    payload = {"benchmark": "hf_mlm_pretrain", **fs.provenance(), "zoo_model_dir": args.zoo_model_dir, "hf_model": args.output,
+    payload = {"benchmark": "hf_mlm_pretrain", **fs.provenance("benchmarks.hf_mlm_pretrain"), "zoo_model_dir": args.zoo_model_dir, "hf_model": args.output,
                "hf_pretraining": {k: v for k, v in (summary or {}).items() if k != "history"}, "seeds": seeds, "eval_splits": splits,
                "finetune_flags": {**fs.DEMO_FINETUNE_FLAGS, **flags}, "results": results}
     print("\n| init | " + " | ".join(f"{s} accuracy (mean ± std)" for s in splits) + " |")

@@ -88,7 +88,7 @@ class Crossover:
         self.args = args
         self.model_dir = os.path.join(args.runs_dir, "pretrain")
         self.payload = {
-            "benchmark": "pretraining_crossover", **fs.provenance(), "tiny": args.tiny,
+            "benchmark": "pretraining_crossover", **fs.provenance("benchmarks.pretraining_crossover"), "tiny": args.tiny,
             "budget_measure": ("minutes of pretraining training steps, converted to steps at the probe's measured steps/s "
                                "(excludes corpus/vocabulary set-up and process start); one run with --schedule_steps fixed to the "
                                "longest budget, so earlier budgets are mid-schedule checkpoints of it"),

@@ -1,7 +1,10 @@
 """In-graph text processing (TF core ops + TF Text ops that old TF Serving has); knows no model.
 
   unicode.py    codepoint tables (classes, final-sigma context, lower-case fix-ups) and their graph lookups
-  wordpiece.py  BasicTokenizer, WordPieceTokenizer (ids == google-research/bert FullTokenizer), vocab I/O, learner
+  basic.py      BasicTokenizer (google-research/bert's clean / CJK / lower-case / accents / punctuation split)
+  merges.py     word counts and the BPE merge learner both subword learners use
+  wordpiece.py  WordPieceTokenizer (ids == google-research/bert FullTokenizer), vocab I/O, learner
+  bpe.py        BytePairTokenizer (GPT-1's BPE with '</w>', ids == HF OpenAIGPTTokenizer), merges I/O, learner
   packing.py    pack_segments ([CLS] A [SEP] B [SEP] with original truncation), mask_tokens (dynamic MLM masks)
 
 Names are exported lazily, so `from zoo.text import packing` does not import tensorflow_text.
@@ -11,7 +14,8 @@ import importlib
 
 _EXPORTS = {
     "RESERVED_TOKENS": "wordpiece",
-    "BasicTokenizer": "wordpiece",
+    "BasicTokenizer": "basic",
+    "BytePairTokenizer": "bpe",
     "WordPieceTokenizer": "wordpiece",
     "learn_vocabulary": "wordpiece",
     "load_vocabulary": "wordpiece",
