@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from zoo import kernels
 from zoo.layers import Dropout, TransformerBlock, tiers
-from zoo.layers.activations import gelu_for_training
+from zoo.layers.activations import gelu_for_training, gelu_tanh_for_training
 from zoo.layers.dense import bias_add_for_training
 from zoo.layers.normalization import dropout_add_layer_norm, layer_norm_for_training
 from zoo.layers.softmax import attention_softmax_for_training
@@ -71,6 +71,11 @@ def _bias_gelu(dtype):
     return gelu_for_training, [x, _normal([45], 10, scale=0.5)], _normal([5, 45], 11, dtype)
 
 
+def _bias_gelu_tanh(dtype):
+    x = tf.cast(tf.reshape(tf.linspace(-9.0, 9.0, 5 * 45), [5, 45]), dtype)
+    return gelu_tanh_for_training, [x, _normal([45], 10, scale=0.5)], _normal([5, 45], 11, dtype)
+
+
 def _gelu_without_bias(dtype):
     return gelu_for_training, [tf.cast(tf.linspace(-7.0, 7.0, 301), dtype)], _normal([301], 12, dtype)
 
@@ -94,7 +99,7 @@ def _attention_softmax(dtype):
 
 
 OPS = {"layer_norm": _layer_norm, "dropout_add_layer_norm": _dropout_add_layer_norm, "bias_gelu": _bias_gelu,
-       "gelu_without_bias": _gelu_without_bias, "bias_add": _bias_add, "dropout": _dropout,
+       "bias_gelu_tanh": _bias_gelu_tanh, "gelu_without_bias": _gelu_without_bias, "bias_add": _bias_add, "dropout": _dropout,
        "attention_softmax": _attention_softmax}
 DROPOUT_OPS = ("dropout_add_layer_norm", "dropout", "attention_softmax")  # outputs or gradients zero where dropped
 TOLERANCES = {tf.float32: 1e-5, tf.bfloat16: 1.6e-2}
@@ -220,3 +225,22 @@ def test_forced_native_falls_back_to_the_islands_with_one_warning_where_it_canno
     assert len(warnings) == 2, warnings
     assert "inside an XLA compilation" in warnings[0] and "did not build" in warnings[1]
     assert y.shape == x.shape
+
+
+@pytest.mark.parametrize("approximate", [False, True], ids=["erf", "tanh"])
+def test_plain_gelu_forms_equal_tensorflow_and_autodiff(approximate):
+    """The plain tier (the reference of the others) against tf.nn.gelu and its autodiff gradient, in float64
+    terms: the hand-written gradients are the maths, not a copy of the forward."""
+    fn = gelu_tanh_for_training if approximate else gelu_for_training
+    x = tf.reshape(tf.linspace(-8.0, 8.0, 4 * 50), [4, 50])
+    bias = _normal([50], 3, scale=0.5)
+    dy = _normal([4, 50], 4)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, bias])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ZOO_KERNELS", "plain")
+            got = fn(x, bias)
+        want = tf.nn.gelu(x + bias, approximate=approximate)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    for g, w in zip(tape.gradient(got, [x, bias], output_gradients=dy), tape.gradient(want, [x, bias], output_gradients=dy)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

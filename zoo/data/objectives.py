@@ -6,6 +6,7 @@ objective owns its settings (a dataclass whose field names are the trainers' fla
 `trainers.create_pretraining_data` writes them), and what a record folder must agree on with a run.
 
   masked_lm_nsp   BERT: sentence pairs + next-sentence labels, 80/10/10 masked LM (google-research/bert)
+  causal_lm       GPT: documents packed into contiguous fixed-length blocks with end-of-text separators
 
 The interface (what trainers.pretrain / create_pretraining_data / evaluate call):
   Settings                                   dataclass of the objective's settings
@@ -25,7 +26,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from zoo.data import instances, pipeline, records
+import numpy as np
+import tensorflow as tf
+
+from zoo.data import instances, pipeline, records, schema
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +113,80 @@ class MaskedLMNextSentence:
         return records.write_counted(examples, output_pattern, num_shards)
 
 
+def pack_blocks(documents, end_of_text_id, sequence_length):
+    """Documents of sentences of ids -> int32 [N, T]: each document's tokens, then end-of-text, all documents in
+    one stream cut into N = len // T contiguous blocks (the remainder, under one block, is dropped).
+
+    Raises:
+        ValueError: the corpus holds fewer than T tokens (not one block).
+    """
+    stream = []
+    for document in documents:
+        for sentence in document:
+            stream.extend(sentence)
+        stream.append(end_of_text_id)
+    blocks = len(stream) // sequence_length
+    if blocks == 0:
+        raise ValueError(f"The corpus has {len(stream)} tokens, fewer than one block of --sequence_length="
+                         f"{sequence_length}; give more text or a shorter --sequence_length.")
+    return np.asarray(stream[:blocks * sequence_length], np.int32).reshape(blocks, sequence_length)
+
+
+class CausalLanguageModel:
+    """GPT's objective: predict each token from the ones before it, over contiguous fixed-length blocks.
+
+    Documents are joined with the end-of-text token into one stream and cut into blocks of T tokens (static shapes,
+    no padding, as Radford et al. train on "contiguous sequences of 512 tokens"); a block's first token has no
+    target, so a block scores T - 1 predictions. The tokenizer must have the special id end_of_text.
+    """
+
+    name = "causal_lm"
+    RECORD_KEYS = ("sequence_length",)
+
+    @dataclasses.dataclass
+    class Settings:
+        """sequence_length T: tokens per block (the context the model trains on)."""
+
+        sequence_length: int = 128
+
+    @staticmethod
+    def tokens_per_example(settings):
+        return settings.sequence_length
+
+    def prepare(self, documents, tokenizer, settings, *, seed, training=True, progress=None):
+        """Documents of id lists -> {"token_ids": int32 [N, T]} (`pack_blocks`)."""
+        blocks = pack_blocks(documents, tokenizer.special_ids["end_of_text"], settings.sequence_length)
+        if training:
+            logger.info("%d blocks of %d tokens", len(blocks), settings.sequence_length)
+        return {schema.TOKEN_IDS: blocks}
+
+    def dataset(self, examples, tokenizer, settings, *, batch_size, seed, input_context=None, training=True):
+        """Blocks -> batches {"token_ids": int32 [B, T]}: shuffled and repeated for training, one ordered pass
+        (remainder dropped) for evaluation. With several input pipelines each takes every n-th block."""
+        dataset = tf.data.Dataset.from_tensor_slices(examples)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if training:
+            dataset = dataset.shuffle(len(examples[schema.TOKEN_IDS]), seed=seed, reshuffle_each_iteration=True).repeat()
+        return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    @staticmethod
+    def records_dataset(pattern, settings, *, batch_size, seed, input_context=None, shard_by="file"):
+        return pipeline.dataset_from_records(pattern, schema.causal_lm_block_spec(settings.sequence_length),
+                                             batch_size=batch_size, seed=seed, input_context=input_context,
+                                             shard_by=shard_by)
+
+    def write_records(self, documents, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None):
+        """The packed blocks, shuffled with `seed`, as sharded TFRecords; returns (paths, number of blocks)."""
+        blocks = self.prepare(documents, tokenizer, settings, seed=seed)[schema.TOKEN_IDS]
+        order = np.random.default_rng(seed).permutation(len(blocks))
+        spec = schema.causal_lm_block_spec(settings.sequence_length)
+        return records.write_counted(({schema.TOKEN_IDS: blocks[i]} for i in order), output_pattern, num_shards, spec)
+
+
 OBJECTIVES = {
     "masked_lm_nsp": MaskedLMNextSentence(),
+    "causal_lm": CausalLanguageModel(),
 }
 
 

@@ -45,13 +45,12 @@ def match_files(file_pattern: Union[str, Sequence[str]]) -> list[str]:
     return files
 
 
-def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *, batch_size: int,
-                                     sequence_length: int, max_predictions: int, shuffle: bool = True,
+def dataset_from_records(file_pattern: Union[str, Sequence[str]], spec, *, batch_size: int, shuffle: bool = True,
                                      seed: int = 0, repeat: bool = True,
                                      input_context: tf.distribute.InputContext | None = None,
                                      shuffle_buffer_size: int = 10000, cycle_length: int = 8,
                                      shard_by: str = "file") -> tf.data.Dataset:
-    """Reads BERT pretraining TFRecords into batches for one replica.
+    """Reads pretraining TFRecords of any objective's feature spec (`zoo.data.schema`) into batches for one replica.
 
     Follows google-research/bert ``run_pretraining.input_fn``: shuffle the files, repeat, interleave reads over
     several shards (so consecutive records come from different shards), shuffle records, batch, then parse a
@@ -60,8 +59,7 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
     Args:
         file_pattern: glob(s) of shards, e.g. ``out/train-*.tfrecord`` (the writer's pattern).
         batch_size: B per replica.
-        sequence_length: T the records were written with.
-        max_predictions: P the records were written with.
+        spec: {name: schema.FeatureSpec} the records were written with.
         shuffle: shuffle files and records (off for evaluation).
         seed: shuffle seed; with the same seed and files the order is reproducible.
         repeat: repeat forever (training) or read once (evaluation).
@@ -74,8 +72,7 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
             process would see at the same global batch and seed (identical losses; every worker parses all data).
 
     Returns:
-        Dataset of dicts: ``token_ids``, ``segment_ids``, ``padding_mask`` int32 [B, T], ``mask_positions``,
-        ``mask_ids`` int32 [B, P], ``mask_weights`` float32 [B, P], ``next_sentence_labels`` int32 [B].
+        Dataset of dicts of the spec's features, each [B, ...].
 
     Raises:
         ValueError: no file matches ``file_pattern``.
@@ -106,9 +103,18 @@ def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *,
     dataset = dataset.batch(batch_size, drop_remainder=True)
     if shard_batches:
         dataset = dataset.shard(num_pipelines, pipeline_id)
-    parse = records.parse_fn(schema.bert_pretraining_spec(sequence_length, max_predictions))
+    parse = records.parse_fn(spec)
     dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
+
+
+def pretraining_dataset_from_records(file_pattern: Union[str, Sequence[str]], *, batch_size: int,
+                                     sequence_length: int, max_predictions: int, **options) -> tf.data.Dataset:
+    """BERT pretraining TFRecords (`dataset_from_records` with `schema.bert_pretraining_spec(T, P)`): dicts of
+    ``token_ids``, ``segment_ids``, ``padding_mask`` int32 [B, T], ``mask_positions``, ``mask_ids`` int32 [B, P],
+    ``mask_weights`` float32 [B, P], ``next_sentence_labels`` int32 [B]."""
+    return dataset_from_records(file_pattern, schema.bert_pretraining_spec(sequence_length, max_predictions),
+                                batch_size=batch_size, **options)
 
 
 def dynamic_masking_dataset(pair_instances: Mapping[str, np.ndarray], *, batch_size: int, vocabulary_size: int,

@@ -94,6 +94,16 @@ def bert_pretraining_spec(sequence_length: int, max_predictions: int) -> dict[st
     return spec
 
 
+def causal_lm_block_spec(sequence_length: int) -> dict[str, FeatureSpec]:
+    """Spec of one causal-LM block: T contiguous tokens of the packed corpus (documents joined by end-of-text).
+
+    Returns:
+        ``token_ids`` int32 [T] (every position is real: blocks are cut from the packed stream, never padded).
+    """
+    _check_positive(sequence_length=sequence_length)
+    return {TOKEN_IDS: FeatureSpec(tf.int32, (sequence_length,))}
+
+
 def parsing_features(spec: Mapping[str, FeatureSpec]) -> dict[str, tf.io.FixedLenFeature]:
     """Turns a spec into the ``tf.io.FixedLenFeature``s that parse its TFRecords (integers as int64)."""
     return {name: tf.io.FixedLenFeature(list(s.shape), s.record_dtype) for name, s in spec.items()}

@@ -478,13 +478,24 @@ void NormalCdf(const float* v, float* __restrict__ out, int64_t n) {
   }
 }
 
+// GPT-1's tanh form: Phi(v) ~ 0.5 * (1 + tanh(sqrt(2 / pi) * (v + 0.044715 v^3))), in place.
+constexpr float kSqrtTwoOverPi = 0.7978845608028654f;
+constexpr float kTanhCubic = 0.044715f;
+
+void TanhCdf(const float* v, float* __restrict__ out, int64_t n) {
+  Eigen::Map<const Eigen::ArrayXf> in(v, n);
+  Array o(out, n);
+  o = ((in + in * in * in * kTanhCubic) * kSqrtTwoOverPi).tanh() * 0.5f + 0.5f;
+}
+
 REGISTER_OP("ZooBiasGelu")
     .Input("x: T")
     .Input("bias: float")
     .Output("y: T")
     .Attr("T: {float, bfloat16}")
+    .Attr("approximate: bool = false")
     .SetShapeFn(SameShape)
-    .Doc("y = v * Phi(v) with v = x + bias (float32 inside), the exact GELU.");
+    .Doc("y = v * Phi(v) with v = x + bias (float32 inside): the exact GELU, or its tanh form if approximate.");
 
 REGISTER_OP("ZooBiasGeluGrad")
     .Input("x: T")
@@ -493,6 +504,7 @@ REGISTER_OP("ZooBiasGeluGrad")
     .Output("dx: T")
     .Output("dbias: float")
     .Attr("T: {float, bfloat16}")
+    .Attr("approximate: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(1));
@@ -512,7 +524,9 @@ REGISTER_OP("ZooBiasAdd")
 template <typename T, bool kGelu>
 class BiasActivationOp : public OpKernel {
  public:
-  explicit BiasActivationOp(OpKernelConstruction* c) : OpKernel(c) {}
+  explicit BiasActivationOp(OpKernelConstruction* c) : OpKernel(c) {
+    if (kGelu) OP_REQUIRES_OK(c, c->GetAttr("approximate", &approximate_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &bias = ctx->input(1);
@@ -524,6 +538,7 @@ class BiasActivationOp : public OpKernel {
     const T* x_data = x.flat<T>().data();
     T* y_data = y->flat<T>().data();
     const float* bias_data = bias.flat<float>().data();
+    const bool approximate = approximate_;
     ParallelRows(ctx, rows, (kGelu ? 40 : 4) * f, [=](int64_t begin, int64_t end) {
       Scratch scratch(f, 2);
       float* __restrict__ v = scratch.row(0);
@@ -533,19 +548,26 @@ class BiasActivationOp : public OpKernel {
         Io<T>::Load(x_data + r * f, v, f);
         for (int64_t j = 0; j < f; ++j) v[j] += b[j];
         if (kGelu) {
-          NormalCdf<T>(v, cdf, f);
+          if (approximate) {
+            TanhCdf(v, cdf, f);
+          } else {
+            NormalCdf<T>(v, cdf, f);
+          }
           for (int64_t j = 0; j < f; ++j) v[j] *= cdf[j];
         }
         Io<T>::Store(v, y_data + r * f, f);
       }
     });
   }
+
+ private:
+  bool approximate_ = false;
 };
 
 template <typename T>
 class BiasGeluGradOp : public OpKernel {
  public:
-  explicit BiasGeluGradOp(OpKernelConstruction* c) : OpKernel(c) {}
+  explicit BiasGeluGradOp(OpKernelConstruction* c) : OpKernel(c) { OP_REQUIRES_OK(c, c->GetAttr("approximate", &approximate_)); }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &bias = ctx->input(1), &dy = ctx->input(2);
@@ -560,6 +582,7 @@ class BiasGeluGradOp : public OpKernel {
     T* dx_data = dx->flat<T>().data();
     const float* b = bias.flat<float>().data();
     BlockColumnSums* s = &sums;
+    const bool approximate = approximate_;
     ParallelRows(ctx, sums.blocks(), 60 * f * (rows / sums.blocks() + 1), [=](int64_t block_begin, int64_t block_end) {
       Scratch scratch(f, 3);
       float* __restrict__ v = scratch.row(0);
@@ -571,9 +594,15 @@ class BiasGeluGradOp : public OpKernel {
           Io<T>::Load(x_data + r * f, v, f);
           Io<T>::Load(dy_data + r * f, d, f);
           for (int64_t j = 0; j < f; ++j) v[j] += b[j];
-          NormalCdf<T>(v, cdf, f);
           Array vv(v, f), cc(cdf, f), dd(d, f);
-          dd = dd * (cc + vv * ((vv * vv * -0.5f).exp() * kInvSqrt2Pi));  // dy * (Phi + v * phi)
+          if (approximate) {
+            // d/dv [v * 0.5 (1 + t)] = 0.5 (1 + t) + 0.5 v (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 v^2)
+            TanhCdf(v, cdf, f);
+            dd = dd * (cc + vv * (cc * (1.0f - cc) * 2.0f) * kSqrtTwoOverPi * (vv * vv * (3.0f * kTanhCubic) + 1.0f));
+          } else {
+            NormalCdf<T>(v, cdf, f);
+            dd = dd * (cc + vv * ((vv * vv * -0.5f).exp() * kInvSqrt2Pi));  // dy * (Phi + v * phi)
+          }
           Io<T>::Store(d, dx_data + r * f, f);
           for (int64_t j = 0; j < f; ++j) dbias_part[j] += Io<T>::Round(d[j]);
         }
@@ -581,6 +610,9 @@ class BiasGeluGradOp : public OpKernel {
     });
     sums.Reduce(0, dbias->flat<float>().data());
   }
+
+ private:
+  bool approximate_ = false;
 };
 
 // ---- dropout ------------------------------------------------------------------------------------------------

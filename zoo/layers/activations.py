@@ -1,4 +1,4 @@
-"""The exact (erf) GELU, x * Phi(x), with hand-written gradients: Phi(x) + x * phi(x) in one expression.
+"""GELU, x * Phi(x), exact (erf: BERT) or in its tanh form (GPT-1), with hand-written gradients in one expression.
 
 Autodiff of 0.5 * x * erfc(-x / sqrt(2)) makes about eight full passes over the [B, T, F] feed-forward
 activations; here the backward is one expression (`gelu` keeps Phi(x) from the forward; `gelu_for_training`
@@ -62,8 +62,33 @@ def _bias_gelu_grad(x, bias, dy):
     return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), x.dtype)
 
 
+_SQRT_2_OVER_PI = 0.7978845608028654
+_TANH_CUBIC = 0.044715
+
+
+def _tanh_phi(xf):
+    """GPT-1's approximation of Phi: 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))), float32."""
+    return 0.5 + 0.5 * tf.tanh(_SQRT_2_OVER_PI * (xf + _TANH_CUBIC * xf * xf * xf))
+
+
+def _bias_gelu_tanh(x, bias):
+    """The tanh GELU of x + bias, float32 inside, in x's dtype (`tf.nn.gelu(approximate=True)`)."""
+    xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
+    return tf.cast(xf * _tanh_phi(xf), x.dtype)
+
+
+def _bias_gelu_tanh_grad(x, bias, dy):
+    """dy * d/dz [z * c(z)], c = the tanh Phi: c + z * 2 c (1 - c) * sqrt(2/pi) * (1 + 3 * 0.044715 z^2)."""
+    xf = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
+    cdf = _tanh_phi(xf)
+    slope = 2.0 * cdf * (1.0 - cdf) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * xf * xf)
+    return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * slope), x.dtype)
+
+
 _gelu_forward_xla = xla_island(_bias_gelu)
 _gelu_backward_xla = xla_island(_bias_gelu_grad)
+_gelu_tanh_forward_xla = xla_island(_bias_gelu_tanh)
+_gelu_tanh_backward_xla = xla_island(_bias_gelu_tanh_grad)
 
 
 def _gelu_form(forward_fn, backward_fn):
@@ -88,16 +113,38 @@ def _native_prepare(x, bias=None):
     return x, tf.zeros([features], tf.float32) if bias is None else tf.cast(bias, tf.float32)
 
 
+def _native_gelu(approximate):
+    """ZooBiasGelu / ZooBiasGeluGrad; the gradient kernel returns dx and the float32 bias gradient."""
+    return tiers.Form(
+        forward=lambda x, bias: (tiers.native_library().zoo_bias_gelu(x, bias, approximate=approximate), (x, bias)),
+        backward=lambda saved, dy: tiers.native_library().zoo_bias_gelu_grad(
+            *saved, tf.cast(dy, saved[0].dtype), approximate=approximate),
+        prepare=_native_prepare)
+
+
 bias_gelu = tiers.TieredOp(
     "bias_gelu",
-    # ZooBiasGelu / ZooBiasGeluGrad; the gradient kernel returns dx and the float32 bias gradient.
-    native=tiers.Form(forward=lambda x, bias: (tiers.native_library().zoo_bias_gelu(x, bias), (x, bias)),
-                      backward=lambda saved, dy: tiers.native_library().zoo_bias_gelu_grad(
-                          *saved, tf.cast(dy, saved[0].dtype)),
-                      prepare=_native_prepare),
+    native=_native_gelu(False),
     xla=_gelu_form(_gelu_forward_xla, _gelu_backward_xla),
     plain=_gelu_form(_bias_gelu, _bias_gelu_grad),
 )
+
+bias_gelu_tanh = tiers.TieredOp(
+    "bias_gelu_tanh",
+    native=_native_gelu(True),
+    xla=_gelu_form(_gelu_tanh_forward_xla, _gelu_tanh_backward_xla),
+    plain=_gelu_form(_bias_gelu_tanh, _bias_gelu_tanh_grad),
+)
+
+
+def gelu_tanh_for_training(x, bias=None):
+    """GPT-1's tanh GELU of x + bias, as `gelu_for_training` computes the exact one (same kernels, tanh form)."""
+    return bias_gelu_tanh(x) if bias is None else bias_gelu_tanh(x, bias)
+
+
+def gelu_tanh_for_inference(x):
+    """The tanh GELU as TensorFlow's own op, `tf.nn.gelu(approximate=True)` (what any TF Serving runs)."""
+    return tf.nn.gelu(x, approximate=True)
 
 
 def gelu_for_training(x, bias=None):

@@ -37,6 +37,18 @@ def make_attention_mask(padding_mask, causal=False):
     return ops.logical_and(keys, causal_mask[None, None, :, :])
 
 
+def _update_cache(cache, update, index):
+    """cache [B, 2, N, S, D] with update [B, 2, N, T, D] written at positions index .. index + T - 1.
+
+    A TensorScatterUpdate of B*2*N*T rows of D (TF core, in TF Serving and XLA; DynamicUpdateSlice is XLA-only),
+    which TF runs in place when the cache has no other reader, as in a decoding loop.
+    """
+    shape = tf.shape(update)
+    b, c, n, t = (tf.range(shape[i]) for i in range(4))
+    grid = tf.meshgrid(b, c, n, t + tf.cast(index, tf.int32), indexing="ij")  # 4 x [B, 2, N, T]
+    return tf.tensor_scatter_nd_update(cache, tf.stack(grid, axis=-1), update)
+
+
 SMALL_ATTENTION_MAX_MACS = 2**18  # B*N*T*S*D; above it oneDNN's kernels win (crossover ~1x32 tokens at N12 D32)
 
 
@@ -100,11 +112,15 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Call args:
       x: float [B, T, H].
-      attention_mask: bool broadcastable to [B, N, T, T], True = may attend (see `make_attention_mask`).
+      attention_mask: bool broadcastable to [B, N, T, T], True = may attend (see `make_attention_mask`); with a
+        cache, broadcastable to [B, N, T, S] over the cache's S positions.
       training: bool.
+      cache: optional float [B, 2, N, S, D], the keys and values of S positions (cached decoding, inference
+        only): x's T positions are written into it at `cache_index` and attend over all S of them.
+      cache_index: int32 scalar, the position of x's first row in the cache.
 
     Returns:
-      float [B, T, H].
+      float [B, T, H]; with a cache, (float [B, T, H], the updated cache [B, 2, N, S, D]).
     """
 
     def __init__(self, num_heads, hidden_dim, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
@@ -125,7 +141,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense.build(input_shape[:-1] + (self.hidden_dim,))
         self.built = True
 
-    def call(self, x, attention_mask=None, training=False):
+    def call(self, x, attention_mask=None, training=False, cache=None, cache_index=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         # Projections on [B*T, H] rows, so at inference each 2-D MatMul fuses with its bias add (see TransformerBlock).
         qkv = self.qkv(ops.reshape(x, (-1, self.hidden_dim)), training=training)  # [B*T, 3H]
@@ -138,6 +154,16 @@ class MultiHeadAttention(keras.layers.Layer):
         # An additive bias built on the small [B, 1, 1, T] mask (as google-research/bert): one add on the
         # scores, no select in the forward or backward pass.
         bias = 0.0 if attention_mask is None else ops.where(attention_mask, 0.0, -1e9)
+        if cache is not None:
+            if training:
+                raise ValueError("MultiHeadAttention: a key/value cache is for inference (training=False).")
+            kv = ops.cast(ops.stack([key, value], axis=1), cache.dtype)  # [B, 2, N, T, D]
+            cache = _update_cache(cache, kv, cache_index)
+            context = attention_for_inference(query, ops.cast(cache[:, 0], query.dtype), ops.cast(cache[:, 1], query.dtype),
+                                              bias, scale)
+            context = ops.reshape(transpose(context, (0, 2, 1, 3), False), (-1, self.hidden_dim))
+            output = ops.reshape(self.output_dense(context, training=False), (batch, length, self.hidden_dim))
+            return output, cache
         if training:
             # The scale is applied inside the softmax kernel (one pass less each way), except in float16, whose
             # unscaled products could overflow.

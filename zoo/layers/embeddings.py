@@ -67,9 +67,13 @@ class PositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, x):
+    def call(self, x, start=0):
+        """float [B, T, ...] -> the rows of positions start .. start + T - 1, [T, H] (start: int or int32 scalar
+        tensor, for cached decoding)."""
         length = ops.shape(x)[1]
-        return ops.cast(self.embeddings[:length], self.compute_dtype)
+        if isinstance(start, int) and start == 0:
+            return ops.cast(self.embeddings[:length], self.compute_dtype)
+        return ops.cast(tf.slice(self.embeddings, tf.stack([tf.cast(start, tf.int32), 0]), [length, -1]), self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -221,7 +221,7 @@ class BytePairTokenizer(Tokenizer):
 
     def save(self, directory: str) -> dict:
         """Writes vocab.json ({token: id}, special tokens included) and merges.txt; returns their roles."""
-        _write_atomic(os.path.join(directory, self.VOCAB_FILE), json.dumps(self._index, ensure_ascii=False))
+        _write_atomic(os.path.join(directory, self.VOCAB_FILE), json.dumps(dict(self._index), ensure_ascii=False))
         _write_atomic(os.path.join(directory, self.MERGES_FILE),
                       "\n".join([MERGES_HEADER] + [f"{a} {b}" for a, b in self._merges]) + "\n")
         return {"vocabulary": self.VOCAB_FILE, "merges": self.MERGES_FILE}
@@ -251,13 +251,13 @@ class BytePairTokenizer(Tokenizer):
             best = tf.math.unsorted_segment_min(ranks, rows, tf.size(splits, out_type=tf.int64) - 1)
             match = has_next & (ranks < _NO_RANK) & tf.equal(ranks, tf.gather(best, rows))
             # Overlapping matches come in runs (the pair 'a a' over 'a a a'): merge at even offsets in each run.
-            previous_match = tf.concat([[False], match[:-1]], 0) & tf.not_equal(index, tf.gather(splits, rows))
+            previous_match = tf.pad(match, [[1, 0]])[:-1] & tf.not_equal(index, tf.gather(splits, rows))
             run_start = match & tf.logical_not(previous_match)
             run_id = tf.cumsum(tf.cast(run_start, tf.int64))  # 1-based; 0 before the first run
             start_index = tf.gather(tf.concat([[0], unicode.compress(index, run_start)], 0), run_id)
             merge = match & tf.equal((index - start_index) % 2, 0)
             merged = tf.where(merge, tf.strings.join([values, following]), values)
-            keep = tf.logical_not(tf.concat([[False], merge[:-1]], 0))
+            keep = tf.logical_not(tf.pad(merge, [[1, 0]])[:-1])
             lengths = tf.math.unsorted_segment_sum(tf.cast(keep, tf.int64), rows, tf.size(splits, out_type=tf.int64) - 1)
             return unicode.compress(merged, keep), tf.concat([[0], tf.cumsum(lengths)], 0), tf.reduce_any(merge)
 
