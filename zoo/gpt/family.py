@@ -38,7 +38,10 @@ class GPTFamily(Family):
         raise NotImplementedError("GPT fine-tuning (the paper's input transforms) is not built yet; see issue 23.")
 
     def serving_endpoints(self, backbone, preprocessor, network_function, task=None, jit_compile=False):
-        raise NotImplementedError("GPT exports are not built yet; see issue 23.")
+        """encode, score, generate, generate_with_settings (see zoo.gpt.serving)."""
+        from zoo.gpt import serving
+
+        return serving.serving_endpoints(self, backbone, preprocessor, network_function, task, jit_compile=jit_compile)
 
     def banned_ids(self, tokenizer):
         """Ids generation never samples: the special tokens that are not text (end-of-text stops it instead)."""
