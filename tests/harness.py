@@ -269,16 +269,21 @@ import base64, json, sys
 import numpy as np, tensorflow as tf, tensorflow_text  # the only imports a server-side user needs
 assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
 loaded = tf.saved_model.load(sys.argv[1])
-cases = json.load(open(sys.argv[2]))
+spec = json.load(open(sys.argv[2]))
+cases, settings = spec["cases"], spec["settings"]
 out, errors, inputs = {}, {}, {}
 for name, signature in loaded.signatures.items():
-    names = sorted(signature.structured_input_signature[1])
+    specs = signature.structured_input_signature[1]
+    names = sorted(n for n in specs if specs[n].dtype == tf.string)  # string inputs take the batches in turn
     inputs[name] = names
     for case, batches in cases.items():
         batches = [[base64.b64decode(t) for t in b] for b in batches]
         feed = {n: tf.constant(batches[i % len(batches)], tf.string, shape=[len(batches[i % len(batches)])])
                 for i, n in enumerate(names)}
         try:
+            for n in specs:  # every other input (e.g. sampling settings) comes from the settings
+                if n not in feed:
+                    feed[n] = tf.constant(settings[n], specs[n].dtype)
             for key, value in signature(**feed).items():
                 out[f"{case}|{name}|{key}"] = value.numpy()
         except Exception as e:  # reported, with every other failure, by the harness
@@ -293,23 +298,25 @@ def _b64(texts):
     return [base64.b64encode(t if isinstance(t, bytes) else t.encode("utf-8")).decode("ascii") for t in texts]
 
 
-def serve_in_fresh_process(export_dir, cases, timeout=300):
+def serve_in_fresh_process(export_dir, cases, timeout=300, settings=None):
     """Calls every signature of `export_dir` on each case in a fresh process (tensorflow + tensorflow_text only).
 
     cases: {case: [batch]} or {case: [batch_a, batch_b]}: batches of str/bytes; a signature's string inputs (sorted
-    by name) take the batches in turn. Returns ({case: {signature: {key: array}}}, {"case|signature": error},
-    {signature: [its input names]}).
+    by name) take the batches in turn. settings: {input name: number or list} for every non-string input (e.g.
+    max_new_tokens, seed), cast to the signature's dtype. Returns ({case: {signature: {key: array}}},
+    {"case|signature": error}, {signature: [its string input names]}).
     """
     with tempfile.TemporaryDirectory() as tmp:
         spec = os.path.join(tmp, "cases.json")
         with open(spec, "w") as f:
-            json.dump({case: [_b64(b) for b in batches] for case, batches in cases.items()}, f)
+            json.dump({"cases": {case: [_b64(b) for b in batches] for case, batches in cases.items()},
+                       "settings": dict(settings or {})}, f)
         npz, meta = os.path.join(tmp, "out.npz"), os.path.join(tmp, "meta.json")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of this repo on the path
         result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, export_dir, spec, npz, meta], capture_output=True,
                                 text=True, cwd=tmp, env=env, timeout=timeout)
         assert result.returncode == 0, f"the fresh serving process failed:\n{result.stderr[-3000:]}"
-        with np.load(npz) as arrays:
+        with np.load(npz, allow_pickle=True) as arrays:  # string outputs (generated text) are object arrays
             flat = {k: arrays[k] for k in arrays.files}
         with open(meta) as f:
             meta = json.load(f)
@@ -321,11 +328,12 @@ def serve_in_fresh_process(export_dir, cases, timeout=300):
 
 
 def check_export(model_dir, export_dir, reference=None, texts=TEXTS, pairs=PAIRS, atol=1e-5, compare=None,
-                 expect_ops=(), **export_options):
+                 expect_ops=(), settings=None, **export_options):
     """Exports `model_dir` with trainers.common.export_model_dir(**export_options) and checks the SavedModel.
 
     * the op allow-list: `zoo.export.check_serving_ops` passes and `disallowed_ops` is empty (`expect_ops`: ops
       that must be there, e.g. the tokenizer's, so the check really sees them);
+    * `settings` feed every non-string input (e.g. {"max_new_tokens": 4, "seed": 1}; see serve_in_fresh_process);
     * served in a fresh process (tensorflow + tensorflow_text only, no zoo), every signature answers `texts`
       (single-input signatures) / `pairs` (two-input ones) and every `HOSTILE_INPUTS` case without an error;
     * hostile inputs: every output is finite, has the batch's size first and the same rank and dtype as on `texts`;
@@ -345,7 +353,7 @@ def check_export(model_dir, export_dir, reference=None, texts=TEXTS, pairs=PAIRS
         assert op in ops, f"{op} not among the export's ops: the op check may not see them"
 
     cases = {"texts": [list(texts)], "pairs": [list(pairs[0]), list(pairs[1])], **{k: [v] for k, v in HOSTILE_INPUTS.items()}}
-    served, errors, inputs = serve_in_fresh_process(out, cases)
+    served, errors, inputs = serve_in_fresh_process(out, cases, settings=settings)
     assert not errors, f"signatures failed in the serving process: {json.dumps(errors, indent=1)}"
     signatures = sorted(served["texts"])
     assert signatures, "the export has no signatures"

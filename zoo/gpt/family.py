@@ -4,6 +4,7 @@ generated-text samples."""
 import tensorflow as tf
 
 from zoo.contract import Family
+from zoo.gpt import generation
 from zoo.gpt.backbone import GPTBackbone
 from zoo.gpt.causal_lm import GPTCausalLM
 from zoo.gpt.config import PRESETS, GPTConfig
@@ -50,15 +51,10 @@ class GPTFamily(Family):
 
     def generate(self, model, preprocessor, prompts, max_new_tokens=32, temperature=0.8, top_k=40, top_p=1.0, seed=0):
         """[continuation text] for each prompt (each after an end-of-text separator, as documents start)."""
-        tokenizer = preprocessor.tokenizer
-        ids = preprocessor.token_ids(tf.constant(list(prompts)))
-        ids = ids[:, : model.backbone.max_sequence_length - max_new_tokens]
-        new_ids, lengths = model.generate_ids(
-            ids.to_tensor(), ids.row_lengths(), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            seed=tf.constant([seed, 0]), stop_id=tokenizer.end_of_text_id, banned_ids=self.banned_ids(tokenizer))
-        new = tf.RaggedTensor.from_tensor(new_ids, lengths=lengths)
-        new = tf.ragged.boolean_mask(new, tf.not_equal(new, tokenizer.end_of_text_id))  # the stop token is not text
-        return [t.decode("utf-8") for t in tokenizer.detokenize(new).numpy().tolist()]
+        texts = generation.continue_texts(model, preprocessor.tokenizer, tf.constant(list(prompts)), max_new_tokens,
+                                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                          banned_ids=self.banned_ids(preprocessor.tokenizer))["text"]
+        return [t.decode("utf-8") for t in texts.numpy().tolist()]
 
     def samples(self, pretrainer, preprocessor, prompts):
         """Generated text: {prompt: [prompt + continuation]} (top-k 40, temperature 0.8, seed 0, 32 tokens)."""

@@ -127,3 +127,49 @@ def generate(model, token_ids, prompt_lengths, max_new_tokens, *, temperature=0.
     new_ids = tf.where(after_stop, 0, new_ids)
     lengths = tf.reduce_sum(tf.cast(~after_stop, tf.int32), axis=1)
     return new_ids, lengths
+
+
+def prompt_ids(tokenizer, texts, keep):
+    """string [B] -> (int32 [B, P] left-aligned prompts, int32 [B] lengths): `_end_ text`, its last `keep` tokens.
+
+    Every prompt starts after the end-of-text separator, as documents do in pretraining; a prompt longer than
+    `keep` (the context minus the tokens to generate) keeps its end, the part a continuation follows from.
+    """
+    ids = tokenizer.tokenize(tf.reshape(texts, [-1]))
+    rows = tf.shape(ids.row_splits)[0] - 1
+    ids = tf.concat([tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tokenizer.end_of_text_id)), ids], axis=1)
+    lengths = tf.minimum(ids.row_lengths(), tf.cast(keep, tf.int64))
+    starts = ids.row_splits[1:] - lengths
+    kept = tf.RaggedTensor.from_row_lengths(tf.gather(ids.values, tf.ragged.range(starts, ids.row_splits[1:]).values), lengths)
+    return tf.cast(kept.to_tensor(), tf.int32), tf.cast(lengths, tf.int32)
+
+
+def continue_texts(model, tokenizer, texts, max_new_tokens, *, temperature=0.0, top_k=0, top_p=1.0, seed=0,
+                   banned_ids=()):
+    """Raw prompts -> their continuations, in the graph (Python and the export's `generate` share this).
+
+    Args:
+      model: a `GPTCausalLM`; tokenizer: its `BytePairTokenizer`; texts: string [B].
+      max_new_tokens: int scalar, capped to [0, context - 1] so at least one prompt token fits.
+      temperature, top_k, top_p: see `filter_logits` (scalars or tensors); seed: int scalar (stateless draws).
+      banned_ids: ids never sampled. Generation stops at end-of-text, which is not part of the text.
+
+    Returns:
+      {"text": string [B], "token_ids": int32 [B, N] (0-padded, the stop token included), "lengths": int32 [B]}.
+    """
+    context = model.backbone.max_sequence_length
+    max_new_tokens = tf.clip_by_value(tf.cast(max_new_tokens, tf.int32), 0, context - 1)
+    ids, lengths = prompt_ids(tokenizer, texts, context - max_new_tokens)
+
+    def run():
+        return model.generate_ids(ids, lengths, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)]),
+                                  stop_id=tokenizer.end_of_text_id, banned_ids=banned_ids)
+
+    def nothing():  # an empty batch (TF Serving may send one): the loop has no row to start from
+        return tf.zeros([0, max_new_tokens], tf.int32), tf.zeros([0], tf.int32)
+
+    new_ids, new_lengths = tf.cond(tf.size(lengths) > 0, run, nothing)
+    new = tf.RaggedTensor.from_tensor(new_ids, lengths=new_lengths)
+    words = tf.ragged.boolean_mask(new, tf.not_equal(new, tokenizer.end_of_text_id))
+    return {"text": tokenizer.detokenize(words), "token_ids": new_ids, "lengths": new_lengths}

@@ -5,6 +5,7 @@ Shape legend: B batch, T tokens (the longest in the batch, at most the preproces
 
 import tensorflow as tf
 
+from zoo.gpt import generation
 from zoo.gpt.causal_lm import GPTCausalLM
 
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
@@ -39,7 +40,6 @@ def serving_endpoints(family, backbone, preprocessor, network_function, task=Non
     """
     model = GPTCausalLM(backbone)
     tokenizer = preprocessor.tokenizer
-    context = backbone.max_sequence_length
     banned = family.banned_ids(tokenizer)
 
     def features_outputs(features):
@@ -64,29 +64,8 @@ def serving_endpoints(family, backbone, preprocessor, network_function, task=Non
     score_features = network_function(score_outputs, jit_compile=jit_compile)
 
     def continue_texts(text, max_new_tokens, temperature, top_k, top_p, seed):
-        max_new_tokens = tf.clip_by_value(tf.cast(max_new_tokens, tf.int32), 0, context - 1)
-        ids = preprocessor.token_ids(text)  # _end_ + the prompt, ragged [B, (n)]
-        keep = context - max_new_tokens
-        lengths = tf.minimum(ids.row_lengths(), tf.cast(keep, tf.int64))
-        # The last `keep` tokens of each prompt: ragged rows cut from the left.
-        starts = ids.row_splits[1:] - lengths
-        kept = tf.RaggedTensor.from_row_lengths(
-            tf.gather(ids.values, tf.ragged.range(starts, ids.row_splits[1:]).values), lengths)
-
-        def run():
-            new_ids, new_lengths = model.generate_ids(
-                kept.to_tensor(), tf.cast(lengths, tf.int32), max_new_tokens, temperature=temperature, top_k=top_k,
-                top_p=top_p, seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)]),
-                stop_id=tokenizer.end_of_text_id, banned_ids=banned)
-            return new_ids, new_lengths
-
-        def nothing():  # an empty batch (TF Serving may send one): the loop has no row to start from
-            return tf.zeros([0, max_new_tokens], tf.int32), tf.zeros([0], tf.int32)
-
-        new_ids, new_lengths = tf.cond(tf.size(lengths) > 0, run, nothing)
-        new = tf.RaggedTensor.from_tensor(new_ids, lengths=new_lengths)
-        words = tf.ragged.boolean_mask(new, tf.not_equal(new, tokenizer.end_of_text_id))
-        return {"text": tokenizer.detokenize(words), "token_ids": new_ids, "lengths": new_lengths}
+        return generation.continue_texts(model, tokenizer, text, max_new_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, seed=seed, banned_ids=banned)
 
     @tf.function(input_signature=[_TEXT])
     def encode(text):
