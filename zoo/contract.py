@@ -10,7 +10,7 @@ What a family names (class attributes):
   Config, PRESETS     a `zoo.config.FamilyConfig` dataclass (the backbone's constructor arguments) and its sizes
   Backbone            a `zoo.backbone.Backbone` subclass: `Backbone(**config.to_dict())`
   Tokenizer           a `zoo.text.tokenizer.Tokenizer` subclass (learn / from_files / save / load / tokenize ...)
-  objective           a key of `zoo.data.objectives.OBJECTIVES` (masked_lm_nsp; causal LM blocks; biLM sentences)
+  objective           a key of `zoo.data.objectives.OBJECTIVES` (masked_lm_nsp, causal_lm, bilm_sentences)
   optimizer           a key of `zoo.optim.RECIPES` (adamw_linear, adam_cosine, adagrad)
   default_samples     prompts `trainers.evaluate` shows samples for when none are given
   convert_formats     {"from": (...), "to": (...)} formats `convert` reads and writes; allow_missing: weight groups
