@@ -194,3 +194,22 @@ def test_family_generates_text_for_prompts(model, tokenizer):
 def test_causal_lm_is_registered_for_model_dirs():
     assert isinstance(FAMILY.pretrainer(CONFIG), GPTCausalLM)
     assert zoo.FAMILIES["gpt"] == "zoo.gpt" and FAMILY.Tokenizer is BytePairTokenizer
+
+
+def test_chunked_lm_loss_gives_the_same_loss_and_gradients(model):
+    """Above max_logits_bytes the LM loss runs in row chunks (no [B x T, V] buffers): same values."""
+    f = _features(batch=3, length=12)
+
+    def loss_and_grads(max_logits_bytes):
+        model.max_logits_bytes = max_logits_bytes
+        with tf.GradientTape() as tape:
+            total, count = model.loss_terms(f)["lm_loss"]
+        return total / count, tape.gradient(total, model.trainable_variables)
+
+    try:
+        whole, chunked = loss_and_grads(1 << 40), loss_and_grads(0)
+    finally:
+        del model.max_logits_bytes  # back to the class default
+    np.testing.assert_allclose(chunked[0].numpy(), whole[0].numpy(), rtol=1e-6)
+    for a, b in zip(whole[1], chunked[1]):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(), rtol=1e-4, atol=1e-6)

@@ -183,6 +183,39 @@ def test_softmax_cross_entropy_with_hits_equals_tf_and_argmax(jit_compile):
         softmax_cross_entropy_with_hits(labels, tf.cast(logits, tf.bfloat16))
 
 
+@pytest.mark.parametrize("dtype,jit_compile", [("float32", False), ("float32", True), ("bfloat16", False)])
+def test_chunked_tied_softmax_loss_equals_the_whole_logits_path(dtype, jit_compile):
+    """The chunked path (rows not a multiple of the chunk) gives the whole-logits values and gradients."""
+    from zoo.layers.losses import tied_softmax_cross_entropy
+
+    rng = np.random.default_rng(1)
+    n, h, v = 203, 16, 97
+    hidden = tf.constant(rng.normal(size=(n, h)), tf.float32)
+    table = tf.Variable(rng.normal(size=(v, h)).astype(np.float32) * 2)
+    labels = tf.constant(rng.integers(0, v, size=n), tf.int32)
+    upstream = tf.constant(rng.uniform(0.5, 2.0, size=n), tf.float32)
+
+    @tf.function(jit_compile=jit_compile)
+    def run(max_logits_bytes):
+        with tf.GradientTape() as tape:
+            tape.watch(hidden)
+            x = tf.cast(hidden, dtype)
+            ce, hits = tied_softmax_cross_entropy(x, tf.cast(table, dtype), labels, chunk_rows=64,
+                                                  max_logits_bytes=max_logits_bytes)
+            total = tf.reduce_sum(ce * upstream)
+        return (ce, hits, *tape.gradient(total, [hidden, table]))
+
+    whole, chunked = run(1 << 40), run(0)
+    logits = hidden.numpy().astype(np.float64) @ table.numpy().T.astype(np.float64)
+    reference = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1) - logits[np.arange(n), labels.numpy()]
+    tol = 1e-4 if dtype == "float32" else 0.5
+    np.testing.assert_allclose(whole[0].numpy(), reference, rtol=tol, atol=tol)
+    for a, b, what in zip(whole, chunked, ("cross-entropy", "hits", "d hidden", "d table")):
+        # bf16: the whole path sums d table in bf16, the chunked one in float32: one bf16 ulp apart at most.
+        rtol, atol = (1e-4, 1e-4) if dtype == "float32" else (1e-2, 2e-2)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=rtol, atol=atol, err_msg=what)
+
+
 def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
     # Ties are common under mixed_bfloat16 (bf16 logits, a zero-initialised bias): only argmax's pick is a hit.
     logits = tf.constant([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [0.0, 1.0, 5.0]])

@@ -9,7 +9,7 @@ from keras import ops
 
 from zoo.gpt import generation
 from zoo.gpt.backbone import GPTBackbone  # noqa: F401  (registers the class for deserialisation)
-from zoo.layers import softmax_cross_entropy_with_hits
+from zoo.layers.losses import DEFAULT_MAX_LOGITS_BYTES, tied_softmax_cross_entropy
 
 
 @keras.saving.register_keras_serializable(package="zoo.gpt")
@@ -27,6 +27,8 @@ class GPTCausalLM(keras.Model):
     """
 
     loss_names = ("lm_loss",)
+    # Logit bytes above which the loss runs in row chunks (zoo.layers.losses.tied_softmax_cross_entropy).
+    max_logits_bytes = DEFAULT_MAX_LOGITS_BYTES
 
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)
@@ -56,15 +58,24 @@ class GPTCausalLM(keras.Model):
         inputs = {"token_ids": features["token_ids"], "padding_mask": self._padding_mask(features)}
         return self.lm_logits(self.backbone(inputs, training=training)["sequence_output"])
 
-    def token_losses(self, features, training=False):
+    def token_losses(self, features, training=False, hidden=None):
         """(cross-entropy, hits, weights), float32 [B, T - 1] each: predicting token t + 1 at position t, weighted
-        where both tokens are real."""
+        where both tokens are real.
+
+        hidden: the backbone's `sequence_output` [B, T, H] on these features, when the caller already ran it (a
+          fine-tuning task model's auxiliary LM loss reuses its forward pass); None runs the backbone here.
+        """
         ids = features["token_ids"]
         mask = ops.cast(self._padding_mask(features), "float32")
-        hidden = self.backbone({"token_ids": ids, "padding_mask": mask}, training=training)["sequence_output"]
-        logits = self.lm_logits(hidden[:, :-1])  # [B, T-1, V]
-        ce, hits = softmax_cross_entropy_with_hits(ids[:, 1:], logits)
-        return ce, hits, mask[:, 1:] * mask[:, :-1]
+        if hidden is None:
+            hidden = self.backbone({"token_ids": ids, "padding_mask": mask}, training=training)["sequence_output"]
+        # The tied head's loss without [B x T, V] logits and softmax buffers at large sizes (zoo.layers.losses).
+        hidden = hidden[:, :-1]
+        rows = tf.shape(hidden)[:2]
+        ce, hits = tied_softmax_cross_entropy(tf.reshape(hidden, [-1, hidden.shape[-1]]),
+                                              self.backbone.token_embedding.embeddings, tf.reshape(ids[:, 1:], [-1]),
+                                              max_logits_bytes=self.max_logits_bytes)
+        return tf.reshape(ce, rows), tf.reshape(hits, rows), mask[:, 1:] * mask[:, :-1]
 
     def loss_counts(self, features):
         """{name: count}: the predicted positions (float32 scalars)."""
