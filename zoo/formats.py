@@ -8,7 +8,9 @@ Every problem with a file raises `ConversionError` naming the file and what was 
   * PyTorch pickles (pytorch_model.bin): read with torch (weights_only) when torch is installed.
   * HF folders' weights: model.safetensors or pytorch_model.bin, sharded (an index JSON) or not.
   * TF1 / TF2 checkpoints: tf.train.load_checkpoint (index + data shards).
-  * atomic_dir: an output folder that appears only when everything was written.
+  * hdf5 files (bilm-tf's weights): every dataset under its slash-separated path, read with h5py.
+  * check_weights: a source's {name: array} against {name: shape}, every problem listed in one message.
+  * atomic_dir: an output folder that appears only when everything was written (check_distinct_folders first).
 """
 
 import contextlib
@@ -29,8 +31,9 @@ TF1_IGNORED_SUFFIXES = ("/adam_m", "/adam_v", "/Adam", "/Adam_1", "/Adagrad")
 TF1_IGNORED_NAMES = ("global_step", "_CHECKPOINTABLE_OBJECT_GRAPH")
 
 
-def read_json(path, what):
-    """A JSON object from `path`; ConversionError naming the file when it is missing or not JSON."""
+def read_json(path, what, expected_type=dict):
+    """A JSON object (or, with expected_type=list, an array) from `path`; ConversionError naming the file when it
+    is missing, not JSON or of another type."""
     if not os.path.isfile(path):
         raise ConversionError(f"{path} not found: expected the {what} there.")
     try:
@@ -38,8 +41,9 @@ def read_json(path, what):
             value = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path} is not valid JSON ({e}); expected the {what}.") from e
-    if not isinstance(value, dict):
-        raise ConversionError(f"{path} holds a JSON {type(value).__name__}; expected the {what} (a JSON object).")
+    if not isinstance(value, expected_type):
+        kind = "a JSON object" if expected_type is dict else f"a JSON {expected_type.__name__}"
+        raise ConversionError(f"{path} holds a JSON {type(value).__name__}; expected the {what} ({kind}).")
     return value
 
 
@@ -145,6 +149,58 @@ def read_tf1_checkpoint(prefix):
     except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:  # a short .data file: IndexError
         message = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
         raise ConversionError(f"{prefix}.index / {prefix}.data-*: not a readable TF checkpoint ({message}).") from e
+
+
+def read_hdf5(path, what):
+    """{dataset path ("group/sub/name"): np.ndarray} of every dataset in an hdf5 file; ConversionError naming the
+    file when it is missing or not hdf5. `what` says what the file should hold, for the messages."""
+    import h5py
+
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path} not found: expected the {what} there.")
+    arrays = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    except OSError as e:
+        raise ConversionError(f"{path} is not a readable hdf5 file ({e}); expected the {what}.") from e
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks.
+
+def check_weights(weights, expected, allow_extra=(), what="the model"):
+    """Raises ConversionError naming every missing and unexpected variable and every shape mismatch.
+
+    Args:
+      weights: {name: array} of a source, under the names of `expected`.
+      expected: {name: shape} that the target's config implies.
+      allow_extra: names the source may hold beyond `expected` (ignored).
+      what: what `expected` describes, for the message (e.g. "the BERT config").
+    """
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected) - set(allow_extra))
+    bad_shapes = [
+        f"{name}: checkpoint {tuple(np.shape(weights[name]))}, model expects {tuple(shape)}"
+        for name, shape in expected.items()
+        if name in weights and tuple(np.shape(weights[name])) != tuple(shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing variables: {missing}")
+    if unexpected:
+        problems.append(f"unexpected variables: {unexpected}")
+    if bad_shapes:
+        problems.append("shape mismatches: " + "; ".join(bad_shapes))
+    if problems:
+        raise ConversionError(f"The checkpoint does not match {what}. " + " | ".join(problems))
+
+
+def check_distinct_folders(input_path, output_path):
+    """ConversionError when a conversion would write over its own source."""
+    if os.path.abspath(input_path) == os.path.abspath(output_path):
+        raise ConversionError(f"Input and output are the same folder {input_path}; write the conversion elsewhere.")
 
 
 # ---------------------------------------------------------------------------------------------------------

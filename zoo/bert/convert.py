@@ -16,12 +16,11 @@ A google-research/bert folder (bert_model.ckpt.*, bert_config.json, vocab.txt) c
 The name tables are in zoo.bert.weight_map, the readers and writers of each format in zoo.bert.convert_io.
 """
 
-import os
-
 from absl import logging
 
 from zoo.bert.convert_io import READERS, WRITERS
 from zoo.bert.weight_map import ConversionError, zoo_to_google  # noqa: F401  (part of this module's API)
+from zoo.formats import check_distinct_folders
 
 
 
@@ -47,8 +46,7 @@ def convert(source_format, target_format, input_path, output_path, lowercase=Non
     """
     if source_format not in READERS or target_format not in WRITERS:
         raise ConversionError(f"Cannot convert {source_format!r} -> {target_format!r}: sources {sorted(READERS)}, targets {sorted(WRITERS)}.")
-    if os.path.abspath(input_path) == os.path.abspath(output_path):
-        raise ConversionError(f"Input and output are the same folder {input_path}; write the conversion elsewhere.")
+    check_distinct_folders(input_path, output_path)
     default_length = 128 if source_format != "zoo" else None
     converted = READERS[source_format](input_path, sequence_length=sequence_length or default_length, allow_missing_pooler=allow_missing_pooler)
     if lowercase is not None:

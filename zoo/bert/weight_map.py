@@ -18,6 +18,10 @@ import numpy as np
 from zoo.bert import convert_formats as fmt
 from zoo.bert.config import BertConfig
 from zoo.bert.convert_formats import ConversionError
+from zoo.formats import check_weights
+
+# How check_weights' messages name what a checkpoint must match.
+CONFIG_WHAT = "the BERT config"
 
 # ---------------------------------------------------------------------------------------------------------
 # Canonical (google-research/bert) names.
@@ -146,7 +150,7 @@ def assign_google(weights, backbone, pretrainer=None):
     """
     config = BertConfig(**{k: getattr(backbone, k) for k in BertConfig().to_dict()})
     want = expected_shapes(config, heads=pretrainer is not None)
-    check_weights(weights, want, allow_extra=set(HEAD_NAMES) if pretrainer is None else set())
+    check_weights(weights, want, allow_extra=set(HEAD_NAMES) if pretrainer is None else set(), what=CONFIG_WHAT)
     w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     backbone.token_embedding.embeddings.assign(w["bert/embeddings/word_embeddings"])
     backbone.position_embedding.embeddings.assign(w["bert/embeddings/position_embeddings"])
@@ -181,26 +185,6 @@ def _assign_dense(layer, w, prefix):
 def _assign_ln(layer, w, prefix):
     layer.gamma.assign(w[prefix + "/gamma"])
     layer.beta.assign(w[prefix + "/beta"])
-
-
-def check_weights(weights, expected, allow_extra=()):
-    """Raises ConversionError naming missing/unexpected variables and shape mismatches (all of them)."""
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected) - set(allow_extra))
-    bad_shapes = [
-        f"{name}: checkpoint {tuple(np.shape(weights[name]))}, model expects {tuple(shape)}"
-        for name, shape in expected.items()
-        if name in weights and tuple(np.shape(weights[name])) != tuple(shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing variables: {missing}")
-    if unexpected:
-        problems.append(f"unexpected variables: {unexpected}")
-    if bad_shapes:
-        problems.append("shape mismatches: " + "; ".join(bad_shapes))
-    if problems:
-        raise ConversionError("The checkpoint does not match the BERT config. " + " | ".join(problems))
 
 
 MLM_NAMES = [n for n in HEAD_NAMES if n.startswith("cls/predictions/")]
@@ -278,7 +262,7 @@ def checked_canonical(tensors, config, where, rename=lambda n: n, transpose=lamb
         rename(n): tuple(reversed(shape)) if transpose(n) else shape for n, shape in expected_shapes(config, heads=True).items() if n not in optional
     }
     try:
-        check_weights(tensors, expected)
+        check_weights(tensors, expected, what=CONFIG_WHAT)
     except ConversionError as e:
         raise ConversionError(f"{where}: {e}") from None
     canonical = [n for n in expected_shapes(config, heads=True) if n not in optional]
