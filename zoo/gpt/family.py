@@ -23,8 +23,8 @@ class GPTFamily(Family):
     objective = "causal_lm"
     optimizer = "adam_cosine"
     default_samples = ("the movie was", "i think that", "the story of")
-    convert_formats = {"from": ("zoo",), "to": ("zoo",)}
-    allow_missing = ()
+    convert_formats = {"from": ("hf", "openai", "zoo"), "to": ("zoo", "hf")}
+    allow_missing = ()  # a GPT source holds every weight: there is no optional part (the LM head is tied)
 
     def pretrainer(self, config):
         """A built `GPTCausalLM` (tied LM head, computes its own loss) with fresh weights."""
@@ -35,8 +35,16 @@ class GPTFamily(Family):
     def preprocessor(self, tokenizer, sequence_length, trim=False, pad_to_multiple_of=1, form="lm"):
         return GPTPreprocessor(tokenizer, sequence_length, trim=trim, pad_to_multiple_of=pad_to_multiple_of, form=form)
 
-    def task(self, backbone, preprocessor, num_classes, **options):
-        raise NotImplementedError("GPT fine-tuning (the paper's input transforms) is not built yet; see issue 23.")
+    def task(self, backbone, preprocessor, num_classes, transform="classification", lm_coef=0.5, dropout=0.1):
+        """A built `GPTClassifier` (zoo.gpt.classifier): the paper's input `transform` (classification, entailment,
+        similarity or multiple_choice), the auxiliary LM loss weighted `lm_coef` (0 turns it off), classifier
+        `dropout`; the preprocessor is switched to the transform's form."""
+        from zoo.gpt.classifier import GPTClassifier
+
+        model = GPTClassifier(backbone, num_classes, preprocessor=preprocessor, transform=transform, lm_coef=lm_coef,
+                              dropout=dropout)
+        model.build()
+        return model
 
     def serving_endpoints(self, backbone, preprocessor, network_function, task=None, jit_compile=False):
         """encode, score, generate, generate_with_settings (see zoo.gpt.serving)."""
@@ -62,4 +70,11 @@ class GPTFamily(Family):
         return {prompt: [f"{prompt} {text}".strip()] for prompt, text in zip(prompts, texts)}
 
     def convert(self, source_format, target_format, input_path, output_path, **options):
-        raise NotImplementedError("GPT weight conversion (HF openai-gpt, finetune-transformer-lm) is not built yet; see issue 23.")
+        """See zoo.gpt.convert.convert (options: lowercase, sequence_length, overwrite, num_heads)."""
+        from zoo.gpt import convert  # the converter pulls in the safetensors/torch readers: only when converting
+
+        allow_missing = tuple(options.pop("allow_missing", ()) or ())
+        if allow_missing:
+            raise ValueError(f"--allow_missing={','.join(allow_missing)}: a GPT source must hold every weight; "
+                             "none may be missing.")
+        return convert.convert(source_format, target_format, input_path, output_path, **options)

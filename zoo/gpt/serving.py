@@ -1,6 +1,8 @@
-"""GPT's raw-string serving endpoints for `zoo.export`: features of every layer, scoring, and generation.
+"""GPT's raw-string serving endpoints for `zoo.export`: features of every layer, scoring, generation, and a fine-tuned
+task model's outputs.
 
-Shape legend: B batch, T tokens (the longest in the batch, at most the preprocessor's), H hidden, N new tokens.
+Shape legend: B batch, T tokens (the longest in the batch, at most the preprocessor's), H hidden, N new tokens,
+K classes or candidates.
 """
 
 import tensorflow as tf
@@ -9,6 +11,10 @@ from zoo.gpt import generation
 from zoo.gpt.causal_lm import GPTCausalLM
 
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
+_TEXT_A = tf.TensorSpec([None], tf.string, name="text_a")
+_TEXT_B = tf.TensorSpec([None], tf.string, name="text_b")
+_CONTEXT = tf.TensorSpec([None], tf.string, name="context")
+_CANDIDATES = tf.TensorSpec([None, None], tf.string, name="candidates")
 # The sampling settings of `generate_with_settings`, each a scalar tensor a client sends with the texts.
 _SETTINGS = (
     tf.TensorSpec([], tf.int32, name="max_new_tokens"),
@@ -35,6 +41,7 @@ def serving_endpoints(family, backbone, preprocessor, network_function, task=Non
         temperature 0 is greedy, top_k 0 and top_p 1 turn those filters off, the same seed gives the same text.
         A prompt longer than the context minus max_new_tokens keeps its last tokens; max_new_tokens is capped so
         that at least one prompt token fits.
+      With `task` (a fine-tuned `GPTClassifier`): its endpoint (`task_endpoint`: classify or choose), the default.
     The decoding loop is a tf.while_loop with each block's keys and values cached (one position per step).
     jit_compile applies to encode and score (whose shapes repeat); generation's loop runs as graph ops.
     """
@@ -85,6 +92,44 @@ def serving_endpoints(family, backbone, preprocessor, network_function, task=Non
 
     endpoints = {"encode": encode, "score": score, "generate": generate, "generate_with_settings": generate_with_settings}
     trackables = {"backbone": backbone, "tokenizer": tokenizer}
-    if task is not None:
-        raise NotImplementedError("GPT fine-tuned exports come with the GPT task models (issue 23).")
-    return endpoints, "encode", trackables
+    if task is None:
+        return endpoints, "encode", trackables
+    name, endpoints[name] = task_endpoint(task, preprocessor, network_function, jit_compile=jit_compile)
+    trackables.update(task.parts())
+    return endpoints, name, trackables
+
+
+def task_endpoint(task, preprocessor, network_function, jit_compile=False):
+    """(name, tf.function on raw strings) of a fine-tuned `GPTClassifier`, in its input transform's layout.
+
+    classification: classify(text [B]); entailment and similarity: classify(text_a [B], text_b [B]) (premise and
+    hypothesis for entailment; similarity runs both orders); multiple choice: choose(context [B],
+    candidates [B, K]). Each returns probabilities float32 [B, K] (softmax over the classes, or across the K
+    candidates) and logits [B, K]. `preprocessor` brings the export's trim and length bucketing; the task's
+    transform picks its layout.
+    """
+    pre = preprocessor.with_form(task.transform)
+
+    def outputs(features):
+        logits = tf.cast(task.logits(features, training=False), tf.float32)  # float32 out of a bf16 export too
+        return {"probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+
+    run = network_function(outputs, jit_compile=jit_compile)
+    if task.transform == "classification":
+        @tf.function(input_signature=[_TEXT])
+        def classify(text):
+            return run(pre(text))
+
+        return "classify", classify
+    if task.transform == "multiple_choice":
+        @tf.function(input_signature=[_CONTEXT, _CANDIDATES])
+        def choose(context, candidates):
+            return run(pre(context, candidates))
+
+        return "choose", choose
+
+    @tf.function(input_signature=[_TEXT_A, _TEXT_B])
+    def classify_pair(text_a, text_b):
+        return run(pre(text_a, text_b))
+
+    return "classify", classify_pair
