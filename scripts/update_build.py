@@ -25,6 +25,7 @@ THIRD_PARTY = {
     "numpy": "numpy",
     "pytest": "pytest",
     "safetensors": "safetensors",
+    "h5py": "h5py",
     "transformers": "transformers",
     "torch": "torch",
     "matplotlib": "matplotlib",
