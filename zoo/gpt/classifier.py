@@ -70,9 +70,13 @@ class GPTClassifier(TextTask):
       logits float32 [B, K].
 
     Example:
-      >>> model = zoo.family("gpt").task(backbone, preprocessor, num_classes=2)   # or GPTClassifier.from_model_dir
+      >>> from zoo.gpt import GPTBackbone, GPTClassifier, GPTPreprocessor
+      >>> from zoo.text.bpe import BytePairTokenizer
+      >>> tokenizer = BytePairTokenizer.learn(["a wonderful film", "a dull film"], size=40)
+      >>> backbone = GPTBackbone(tokenizer.vocabulary_size, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16)
+      >>> model = GPTClassifier(backbone, 2, GPTPreprocessor(tokenizer, 16, form="classification"))
       >>> model.compile()                        # Adam 6.25e-5, L2 0.01 on matrices, clip 1, cross-entropy, accuracy
-      >>> model.fit(["a wonderful film", "dull"], [1, 0], epochs=1)     # logs loss, accuracy, lm_loss
+      >>> history = model.fit(["a wonderful film", "dull"], [1, 0], epochs=1, verbose=0)  # loss, accuracy, lm_loss
       >>> model.predict_proba(["a wonderful film"]).shape
       (1, 2)
     """

@@ -3,10 +3,12 @@
 Every source becomes a `Converted` (config, canonical weights, tokenizer), checked whole before a writer creates
 anything; writers fill a temporary folder that is renamed into place (zoo.formats.atomic_dir). See docs/CONVERT.md.
 
-  >>> from zoo.gpt import convert
-  >>> convert.from_hf("openai-gpt/", "runs/gpt1")                  # config.json, model.safetensors, vocab.json, merges.txt
-  >>> convert.from_openai("finetune-transformer-lm/model/", "runs/gpt1")   # params_shapes.json + params_0..9.npy
-  >>> convert.to_hf("runs/gpt1", "exports/gpt1_hf")                # what OpenAIGPTLMHeadModel.from_pretrained loads
+    from zoo.gpt import convert
+    convert.from_hf("openai-gpt/", "runs/gpt1")                  # config.json, model.safetensors, vocab.json, merges.txt
+    convert.from_openai("finetune-transformer-lm/model/", "runs/gpt1")   # params_shapes.json + params_0..9.npy
+    convert.to_hf("runs/gpt1", "exports/gpt1_hf")                # what OpenAIGPTLMHeadModel.from_pretrained loads
+
+(tests/test_gpt_convert.py runs each of these on folders it writes.)
 
 Token rows. HF's `openai-gpt` and the original shards hold 40,478 token rows, one per BPE symbol, and no special
 tokens; the zoo tokenizer appends _start_, _delimiter_, _classify_, _pad_ and _end_ (ids 40478-40482) to the

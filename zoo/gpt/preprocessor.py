@@ -81,6 +81,10 @@ class GPTPreprocessor(tf.Module):
       multiple choice (S = K). T' = T, or with trim the longest sequence in the batch.
 
     Example:
+      >>> import tensorflow as tf
+      >>> from zoo.gpt import GPTPreprocessor
+      >>> from zoo.text.bpe import BytePairTokenizer
+      >>> tokenizer = BytePairTokenizer.learn(["the film was great", "a boring pineapple"], size=40)
       >>> pre = GPTPreprocessor(tokenizer, 64, form="multiple_choice")
       >>> pre(tf.constant(["the film was"]), tf.constant([["great", "a pineapple", "boring"]]))["token_ids"].shape
       TensorShape([1, 3, 64])
