@@ -51,21 +51,21 @@ def tokenizer_for(family, documents, vocab_file, vocab_size, lowercase, existing
     return tokenizer
 
 
-def tokenize(documents, tokenizer):
-    """Documents of id lists, logging throughput and the unknown-token rate."""
-    from zoo.data.pipeline import tokenize_documents
+def tokenize(documents, tokenizer, objective=None):
+    """What `objective.prepare` / `write_records` take from raw documents (`objective.tokenize`; documents of id
+    lists without an objective), logging throughput and the unknown-token rate."""
+    from zoo.data.objectives import Objective
 
+    objective = objective or Objective()
     start = time.time()
-    ids = tokenize_documents(documents, tokenizer)
-    n = sum(len(s) for d in ids for s in d)
-    unknown = tokenizer.special_ids.get("unknown")
-    unk = sum(t == unknown for d in ids for s in d for t in s)
+    tokenized = objective.tokenize(documents, tokenizer)
+    n, unk = objective.count_tokens(tokenized, tokenizer)
     logging.info(
         "Tokenized %d tokens in %.1fs (%.0f tokens/s), unknown %.2f%%", n, time.time() - start, n / max(time.time() - start, 1e-9), 100.0 * unk / max(n, 1)
     )
     if n == 0:
         raise ValueError("The corpus tokenized to no tokens; check its encoding and content.")
-    return ids
+    return tokenized
 
 
 def progress_printer(label):

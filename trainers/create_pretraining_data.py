@@ -40,7 +40,7 @@ def main(_):
     settings = zflags.objective_settings(objective)
     documents = common.read_corpus(FLAGS)
     tokenizer = common.tokenizer_for(family, documents, FLAGS.vocab_file, FLAGS.vocab_size, FLAGS.lowercase)
-    ids = common.tokenize(documents, tokenizer)
+    ids = common.tokenize(documents, tokenizer, objective)
     with atomic_dir(out, overwrite=FLAGS.overwrite) as tmp:
         paths, count = objective.write_records(ids, tokenizer, settings, output_pattern=os.path.join(tmp, "train-*.tfrecord"),
                                                num_shards=FLAGS.num_shards, seed=FLAGS.seed,

@@ -30,7 +30,7 @@ def held_out_metrics(model, objective, settings, tokenizer, documents):
     """{metric: value} over held-out documents: every loss term's mean, and exp(loss) for each *lm_loss."""
     import tensorflow as tf
 
-    examples = objective.prepare(common.tokenize(documents, tokenizer), tokenizer, settings, seed=FLAGS.seed, training=False)
+    examples = objective.prepare(common.tokenize(documents, tokenizer, objective), tokenizer, settings, seed=FLAGS.seed, training=False)
     dataset = objective.dataset(examples, tokenizer, settings, batch_size=FLAGS.batch_size, seed=FLAGS.seed, training=False)
     step = tf.function(lambda f: model.loss_terms(f, training=False))
     totals, batches = {}, 0

@@ -66,7 +66,7 @@ def data_and_tokenizer(family, objective, settings):
         return common.tokenizer_for(family, [], vocab_file, 0, FLAGS.lowercase, existing), None
     documents = common.read_corpus(FLAGS)
     tokenizer = common.tokenizer_for(family, documents, FLAGS.vocab_file, FLAGS.vocab_size, FLAGS.lowercase, existing)
-    return tokenizer, common.tokenize(documents, tokenizer)  # documents of id lists
+    return tokenizer, common.tokenize(documents, tokenizer, objective)  # what the objective's prepare takes
 
 
 def model_config(family):

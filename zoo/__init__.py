@@ -1,4 +1,4 @@
-"""A Keras 3 / TensorFlow model zoo for language-model pretraining: BERT and GPT now, ELMo next, on the same layers.
+"""A Keras 3 / TensorFlow model zoo for language-model pretraining: BERT, GPT and ELMo on the same layers.
 
 `FAMILIES` names every model family's package in one literal dict: adding a family is one folder and one line.
 Each package holds `FAMILY`, its side of the contract in `zoo.contract` (what the trainers, the export and the
@@ -13,6 +13,7 @@ import importlib
 FAMILIES = {
     "bert": "zoo.bert",
     "gpt": "zoo.gpt",
+    "elmo": "zoo.elmo",
 }
 
 

@@ -7,16 +7,21 @@ objective owns its settings (a dataclass whose field names are the trainers' fla
 
   masked_lm_nsp   BERT: sentence pairs + next-sentence labels, 80/10/10 masked LM (google-research/bert)
   causal_lm       GPT: documents packed into contiguous fixed-length blocks with end-of-text separators
+  bilm_sentences  ELMo: sentences as `<S> words </S>` windows with character ids, for a forward and backward LM
 
 The interface (what trainers.pretrain / create_pretraining_data / evaluate call):
   Settings                                   dataclass of the objective's settings
   tokens_per_example(settings) -> int        for the tokens/s figure
-  prepare(documents, tokenizer, settings, *, seed, training=True, progress=None) -> examples
-                                             documents of token ids -> examples (numpy), built once per run
+  tokenize(documents, tokenizer) -> tokenized
+                                             raw documents (lists of sentence strings) -> what prepare and
+                                             write_records take: documents of id lists (`Objective`'s default)
+  count_tokens(tokenized, tokenizer) -> (tokens, unknown tokens)   for the log
+  prepare(tokenized, tokenizer, settings, *, seed, training=True, progress=None) -> examples
+                                             tokenized documents -> examples (numpy), built once per run
   dataset(examples, tokenizer, settings, *, batch_size, seed, input_context=None, training=True)
                                              -> batches of the feature spec (masks drawn per step where any)
   records_dataset(pattern, settings, *, batch_size, seed, input_context=None, shard_by="file")
-  write_records(documents, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None) -> (paths, n)
+  write_records(tokenized, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None) -> (paths, n)
   RECORD_KEYS                                settings a record folder fixes (checked against a run's)
 Batches are per replica with static shapes (drop_remainder), as XLA and TPUs need.
 """
@@ -29,7 +34,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from zoo.data import instances, pipeline, records, schema
+from zoo.data import instances, pipeline, records, schema, sentences
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +45,22 @@ def settings_from(objective, values):
     return objective.Settings(**{k: v for k, v in dict(values).items() if k in names and v is not None})
 
 
-class MaskedLMNextSentence:
+class Objective:
+    """What every objective shares: how raw documents become the input of `prepare` / `write_records`."""
+
+    def tokenize(self, documents, tokenizer):
+        """Documents (lists of sentence strings) -> documents of id lists (sentence -> ids)."""
+        return pipeline.tokenize_documents(documents, tokenizer)
+
+    @staticmethod
+    def count_tokens(tokenized, tokenizer):
+        """(tokens, unknown tokens) in `tokenize`'s output."""
+        unknown = tokenizer.special_ids.get("unknown")
+        return (sum(len(s) for d in tokenized for s in d),
+                sum(t == unknown for d in tokenized for s in d for t in s))
+
+
+class MaskedLMNextSentence(Objective):
     """BERT's objective: `[CLS] A [SEP] B [SEP]` pairs (50 % random B), 15 % of tokens masked 80/10/10.
 
     From documents the pairs are built once and masked per step in tf.data (new masks every epoch); from
@@ -132,7 +152,7 @@ def pack_blocks(documents, end_of_text_id, sequence_length):
     return np.asarray(stream[:blocks * sequence_length], np.int32).reshape(blocks, sequence_length)
 
 
-class CausalLanguageModel:
+class CausalLanguageModel(Objective):
     """GPT's objective: predict each token from the ones before it, over contiguous fixed-length blocks.
 
     Documents are joined with the end-of-text token into one stream and cut into blocks of T tokens (static shapes,
@@ -184,9 +204,109 @@ class CausalLanguageModel:
         return records.write_counted(({schema.TOKEN_IDS: blocks[i]} for i in order), output_pattern, num_shards, spec)
 
 
+class BidirectionalLMSentences(Objective):
+    """ELMo's objective: a forward LM and a backward LM over sentences, `<S> words </S>` (bilm-tf's data).
+
+    Sentences are split into words by the tokenizer (whitespace, as bilm-tf); a sentence longer than a window
+    of T positions fills several windows that share one position (`zoo.data.sentences.windows`), so every word
+    is predicted once from each side. Each window starts its LSTMs from zeros: bilm-tf instead streams sentences
+    through stateful LSTMs, carrying the state from one batch to the next (truncated backprop); windows that
+    stand alone shuffle freely, need no state in the checkpoint and give the same batches on any number of
+    replicas, at the price of less context at the start of a window. Batches hold `schema.bilm_window_spec`:
+    `char_ids` [B, T, C] (from the words themselves, so out-of-vocabulary words keep their characters),
+    `token_ids` [B, T] and `padding_mask` [B, T].
+
+    The tokenizer must have `words(texts)`, `lookup(words)`, `char_ids(words, max_characters)` and the special
+    ids bos, eos and unknown (the ELMo family's tokenizer; `zoo.text.words.WordVocabulary` gives the first two).
+    """
+
+    name = "bilm_sentences"
+    RECORD_KEYS = ("sequence_length", "max_characters_per_token")
+
+    @dataclasses.dataclass
+    class Settings:
+        """sequence_length T: positions per window (bilm-tf's unroll_steps, 20); max_characters_per_token C."""
+
+        sequence_length: int = 20
+        max_characters_per_token: int = 50
+
+    @staticmethod
+    def tokens_per_example(settings):
+        return settings.sequence_length
+
+    def tokenize(self, documents, tokenizer):
+        """Documents of sentences -> `zoo.data.sentences.SentenceWords` (every sentence of every document)."""
+        return sentences.split_words((s for d in documents for s in d), tokenizer)
+
+    @staticmethod
+    def count_tokens(tokenized, tokenizer):
+        unknown = tokenizer.special_ids["unknown"]
+        return len(tokenized.word_index), int(np.sum(tokenized.token_ids[tokenized.word_index] == unknown))
+
+    def prepare(self, tokenized, tokenizer, settings, *, seed, training=True, progress=None):
+        """`SentenceWords` -> {"windows": int32 [N, T] word-table indices, "words", "token_ids": the tables}."""
+        windows = sentences.windows(tokenized, settings.sequence_length)
+        if len(windows) == 0:
+            raise ValueError("The corpus holds no words: give text with at least one non-blank sentence.")
+        if training:
+            logger.info("%d windows of %d positions from %d sentences", len(windows), settings.sequence_length,
+                        tokenized.num_sentences)
+        if progress is not None:
+            progress(len(windows), len(windows))
+        return {"windows": windows, "words": tokenized.words, "token_ids": tokenized.token_ids}
+
+    @staticmethod
+    def _featurize(examples, tokenizer, settings):
+        words = tf.constant(examples["words"], tf.string)
+        token_ids = tf.constant(examples["token_ids"], tf.int32)
+        spec = schema.bilm_window_spec(settings.sequence_length, settings.max_characters_per_token)
+
+        def featurize(index):  # int32 [B, T] -> the spec's features [B, T, ...]
+            features = sentences.window_features(
+                index, words, token_ids, lambda w: tokenizer.char_ids(w, settings.max_characters_per_token))
+            return {name: tf.ensure_shape(features[name], [index.shape[0], *s.shape]) for name, s in spec.items()}
+
+        return featurize
+
+    def dataset(self, examples, tokenizer, settings, *, batch_size, seed, input_context=None, training=True):
+        """Windows -> batches of `schema.bilm_window_spec`: shuffled and repeated for training, one ordered pass
+        (remainder dropped) for evaluation. With several input pipelines each takes every n-th window."""
+        dataset = tf.data.Dataset.from_tensor_slices(examples["windows"])
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if training:
+            dataset = dataset.shuffle(len(examples["windows"]), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        return dataset.map(self._featurize(examples, tokenizer, settings), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    @staticmethod
+    def records_dataset(pattern, settings, *, batch_size, seed, input_context=None, shard_by="file"):
+        spec = schema.bilm_window_spec(settings.sequence_length, settings.max_characters_per_token)
+        return pipeline.dataset_from_records(pattern, spec, batch_size=batch_size, seed=seed,
+                                             input_context=input_context, shard_by=shard_by)
+
+    def write_records(self, tokenized, tokenizer, settings, *, output_pattern, num_shards, seed, progress=None):
+        """The windows, shuffled with `seed`, with their features as sharded TFRecords; returns (paths, count)."""
+        examples = self.prepare(tokenized, tokenizer, settings, seed=seed)
+        windows = examples["windows"][np.random.default_rng(seed).permutation(len(examples["windows"]))]
+        featurize = self._featurize(examples, tokenizer, settings)
+        spec = schema.bilm_window_spec(settings.sequence_length, settings.max_characters_per_token)
+
+        def rows():
+            for start in range(0, len(windows), 1024):
+                batch = {k: v.numpy() for k, v in featurize(tf.constant(windows[start:start + 1024])).items()}
+                for i in range(len(batch[schema.TOKEN_IDS])):
+                    yield {k: v[i] for k, v in batch.items()}
+                if progress is not None:
+                    progress(min(start + 1024, len(windows)), len(windows))
+
+        return records.write_counted(rows(), output_pattern, num_shards, spec)
+
+
 OBJECTIVES = {
     "masked_lm_nsp": MaskedLMNextSentence(),
     "causal_lm": CausalLanguageModel(),
+    "bilm_sentences": BidirectionalLMSentences(),
 }
 
 

@@ -4,7 +4,7 @@ Every producer (instance creation, TFRecord writer, dynamic masking) and every c
 inputs, SavedModel signatures) takes feature names and shapes from here, so that a TFRecord written today still
 parses tomorrow and a rename happens in exactly one place.
 
-Shapes below are per example (no batch axis). Legend: T sequence length, P max predictions.
+Shapes below are per example (no batch axis). Legend: T sequence length, P max predictions, C characters per word.
 
 A family adds its own spec as one more function returning ``dict[str, FeatureSpec]`` (for example a GPT spec
 with only ``token_ids`` [T], or an ELMo spec with ``char_ids`` [T, C]); ``parsing_features`` turns any spec into
@@ -27,6 +27,7 @@ MASK_POSITIONS = "mask_positions"
 MASK_IDS = "mask_ids"
 MASK_WEIGHTS = "mask_weights"
 NEXT_SENTENCE_LABELS = "next_sentence_labels"
+CHAR_IDS = "char_ids"
 
 # next_sentence_labels values, as google-research/bert: 0 means segment B really follows A.
 NEXT_SENTENCE_REAL = 0
@@ -102,6 +103,25 @@ def causal_lm_block_spec(sequence_length: int) -> dict[str, FeatureSpec]:
     """
     _check_positive(sequence_length=sequence_length)
     return {TOKEN_IDS: FeatureSpec(tf.int32, (sequence_length,))}
+
+
+def bilm_window_spec(sequence_length: int, max_characters: int) -> dict[str, FeatureSpec]:
+    """Spec of one bidirectional-LM window: T positions of `<S> words </S>` (a long sentence in several windows).
+
+    Args:
+        sequence_length: T, positions per window (<S> and </S> included where the window holds them).
+        max_characters: C, character ids per word.
+
+    Returns:
+        ``char_ids`` int32 [T, C] (every id + 1, 0 at padding), ``token_ids`` int32 [T] (word ids, 0 at padding),
+        ``padding_mask`` int32 [T] (1 on real positions, which come first).
+    """
+    _check_positive(sequence_length=sequence_length, max_characters=max_characters)
+    return {
+        CHAR_IDS: FeatureSpec(tf.int32, (sequence_length, max_characters)),
+        TOKEN_IDS: FeatureSpec(tf.int32, (sequence_length,)),
+        PADDING_MASK: FeatureSpec(tf.int32, (sequence_length,)),
+    }
 
 
 def parsing_features(spec: Mapping[str, FeatureSpec]) -> dict[str, tf.io.FixedLenFeature]:

@@ -128,6 +128,11 @@ class ElmoTokenEncoder(keras.layers.Layer):
                                              keras.initializers.RandomUniform(-1.0, 1.0), name="char_embedding")
         self.convolutions = [CharConvMaxPool(w, n, activation, name=f"conv_{i}") for i, (w, n) in enumerate(self.filters)]
         self.highways = [Highway(self.num_filters, name=f"highway_{i}") for i in range(num_highway)]
+        # Named attributes too: tf.train.Checkpoint does not see layers that sit only in a Python list.
+        for i, conv in enumerate(self.convolutions):
+            setattr(self, f"conv_{i}", conv)
+        for i, highway in enumerate(self.highways):
+            setattr(self, f"highway_{i}", highway)
         self.projection = None
         if self.projection_dim != self.num_filters:
             self.projection = Dense(projection_dim, name="projection",

@@ -94,6 +94,22 @@ def check_size(x):
         raise ValueError(f"Dropout on {count} elements: at most 2^31 - 1 per call; split the tensor.")
 
 
+def replica_seed(seed_generator):
+    """The next int32 [2] seed of a Keras `SeedGenerator` for stateless random ops, one per replica.
+
+    The generator's state is a variable (checkpointed with the model, so a resumed run draws the same numbers);
+    under a multi-replica strategy it is mirrored, so the replica id is folded in: replicas (each with its own
+    slice of the global batch) draw different numbers, as one device would over the whole batch.
+    """
+    # Stateless ops take an int32 seed pair; Keras' state may be int64 (as Keras' TF backend folds it).
+    seed = tf.math.floormod(tf.cast(seed_generator.next(), tf.int64), 2**31 - 1)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        seed = tf.stack([tf.math.floormod(seed[0] + replica * 1_000_003, 2**31 - 1), seed[1]])
+    return tf.cast(seed, tf.int32)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class Dropout(keras.layers.Layer):
     """Inverted dropout: x * keep_scale, the keyed-hash mask scaled by 1 / keep probability; its gradient is the
@@ -134,15 +150,7 @@ class Dropout(keras.layers.Layer):
         """
         if not training or self.threshold == 0:
             return None
-        # Stateless ops take an int32 seed pair; Keras' state may be int64 (as Keras' TF backend folds it).
-        seed = tf.math.floormod(tf.cast(self.seed_generator.next(), tf.int64), 2**31 - 1)
-        # The generator's state is mirrored across replicas: fold the replica id into the layer's word so that
-        # replicas (each with its own slice of the global batch) draw different masks, as one device would.
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            seed = tf.stack([tf.math.floormod(seed[0] + replica * 1_000_003, 2**31 - 1), seed[1]])
-        return tf.cast(seed, tf.int32)
+        return replica_seed(self.seed_generator)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -74,6 +74,11 @@ def train(model, optimizer, dataset_fn, strategy, config, global_batch_size):
     """
     chief = is_chief(strategy)
     ckpt_dir = config.model_dir if chief else os.path.join(config.model_dir, f".worker_tmp_{_task_id(strategy)}")
+    if not optimizer.built:
+        # A resumed run must restore the slots (Adagrad's accumulators, Adam's moments) into existing variables:
+        # Keras builds them lazily on the first step, after the restore, and would start them afresh.
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=rng_states(model))
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.max_checkpoints)
     if manager.latest_checkpoint or tf.train.latest_checkpoint(config.model_dir):
