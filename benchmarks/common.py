@@ -360,14 +360,20 @@ def set_keras_precision(precision):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
 
 
-def zoo_pretraining_step(dims, dataset, precision, jit_compile, seed=0):
-    """Builds the zoo's BERT pretrainer + AdamW + training-loop step function over `dataset`.
+def zoo_pretraining_step(dims, dataset, precision, jit_compile, seed=0, family="bert", optimizer=None, attributes=None,
+                         **config):
+    """Builds a zoo family's pretrainer + optimizer + the training loop's step function over `dataset`.
 
     Args:
-      dims: dict with vocab, layers, hidden, heads, intermediate.
-      dataset: tf.data.Dataset of pretraining feature dicts (per-replica batches).
+      dims: dict with vocab, layers, hidden, heads, intermediate (fields every family's Config has).
+      dataset: tf.data.Dataset of the family's pretraining feature dicts (per-replica batches).
       precision: "float32" or "bfloat16".
       jit_compile: XLA for the forward + backward pass, as `--jit_compile` in trainers.pretrain.
+      family: a key of `zoo.FAMILIES`; the model is that family's `pretrainer(Config(...))`.
+      optimizer: fn(trainable variables) -> a built-able Keras optimizer; None: `zoo.optim.adamw(1e-4)` (BERT's
+        recipe at a constant rate: a schedule costs one scalar per step).
+      attributes: {name: value} set on the pretrainer before the step is traced (GPT's `max_logits_bytes`).
+      **config: further Config fields (GPT's `max_sequence_length`).
 
     Returns:
       (run(n) -> mean loss of n steps run in one call of the loop's `run_steps`, model).
@@ -375,22 +381,199 @@ def zoo_pretraining_step(dims, dataset, precision, jit_compile, seed=0):
     import keras
     import tensorflow as tf
 
-    from zoo import bert, optim
+    import zoo
+    from zoo import optim
     from zoo.training import loop
 
     set_keras_precision(precision)
     keras.utils.set_random_seed(seed)
     strategy = tf.distribute.get_strategy()
-    config = bert.BertConfig(vocabulary_size=dims["vocab"], num_layers=dims["layers"], num_heads=dims["heads"],
-                             hidden_dim=dims["hidden"], intermediate_dim=dims["intermediate"])
+    contract = zoo.family(family)
+    config = contract.Config(vocabulary_size=dims["vocab"], num_layers=dims["layers"], num_heads=dims["heads"],
+                             hidden_dim=dims["hidden"], intermediate_dim=dims["intermediate"], **config)
+    optimizer = optimizer or (lambda variables: optim.adamw(1e-4, variables=variables))
     with strategy.scope():
-        model = bert.pretrainer(config)
-        optimizer = optim.adamw(1e-4, variables=model.trainable_variables)
-        optimizer.build(model.trainable_variables)
+        model = contract.pretrainer(config)
+        for name, value in (attributes or {}).items():
+            setattr(model, name, value)
+        opt = optimizer(model.trainable_variables)
+        opt.build(model.trainable_variables)
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset))
-    run_steps = loop._make_train_function(model, optimizer, strategy, jit_compile)
+    run_steps = loop._make_train_function(model, opt, strategy, jit_compile)
 
     def run(n):
         return float(run_steps(iterator, tf.constant(n))["loss"])
 
     return run, model
+
+
+def keras_train_steps(model, dataset):
+    """run(n) -> the last loss, stepping a compiled Keras model as fit() does (steps_per_execution=1, no callbacks).
+
+    Args:
+      model: compiled (its optimizer, loss and jit_compile chosen by the caller).
+      dataset: tf.data.Dataset of (x, y, sample_weight) batches.
+    """
+    iterator = iter(dataset)
+    model.make_train_function()
+
+    def run(n):
+        for _ in range(n):
+            logs = model.train_function(iterator)
+        return float(logs["loss"])
+
+    return run
+
+
+def torch_adamw(model, learning_rate, epsilon, weight_decay=0.01):
+    """(torch.optim.AdamW with decay only on the matrices, as the zoo's recipes (1-D biases/gains undecayed),
+    the parameter list)."""
+    import torch
+
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, eps=epsilon), params
+
+
+def torch_train_steps(model, inputs, optimizer, params, precision, clipnorm=1.0):
+    """run(n) -> the last loss of n steps: forward (under torch.autocast for bfloat16), backward, global-norm clip,
+    optimizer step. `model(**inputs).loss` is the loss, as every HF model with labels returns it."""
+    import contextlib
+
+    import torch
+
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bfloat16" else contextlib.nullcontext
+
+    def run(n):
+        for _ in range(n):
+            with autocast():
+                loss = model(**inputs).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, clipnorm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return run
+
+
+def torch_extra(model, precision):
+    """What a torch worker reports about its setting: compute dtype, threads, attention implementation."""
+    import torch
+
+    return {"compute_dtype": "bfloat16 (autocast)" if precision == "bfloat16" else "float32",
+            "torch_threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation}
+
+
+# ---- training throughput: what pretrain_throughput and gpt_pretrain_throughput share ------------------------
+PRECISIONS = ("float32", "bfloat16")
+
+
+def measure_training(build, steps, warmup, tokens_per_step):
+    """One worker's measurement of a training step.
+
+    Args:
+      build: fn() -> (run(n) -> loss, parameter count, {extra fields}); its time is `build_s`, not timed further.
+      steps: timed steps (one call of run).
+      warmup: untimed steps first (tracing, XLA compilation, allocator warm-up).
+      tokens_per_step: tokens in one batch.
+
+    Returns:
+      tokens_per_s, step_ms, build_s, warmup_s, loss, params, build_peak_rss_mb (the process's peak before the
+      first step: imports, model and optimizer; `emit` adds the peak after the steps) and the extra fields.
+    """
+    (run, params, extra), build_s = timed(build)
+    build_peak = peak_rss_mb()
+    _, warmup_s = timed(run, warmup)
+    loss, seconds = timed(run, steps)
+    return {"tokens_per_s": tokens_per_step * steps / seconds, "step_ms": 1000 * seconds / steps, "build_s": build_s,
+            "warmup_s": warmup_s, "loss": loss, "params": int(params), "build_peak_rss_mb": build_peak, **extra}
+
+
+def matmul_peak(n, seconds=1.0, fastest_call=False):
+    """float32 and bfloat16 tf.matmul throughput (TFLOP/s) of an n x n product: the machine's practical peak.
+
+    Args:
+      n: the square size.
+      seconds: how long each dtype runs (at least 3 calls).
+      fastest_call: False: the rate over all calls; True: the fastest single call's, which on a machine that
+        others share catches the moments its cores were free (the rate over all calls can then fall below what
+        the training steps reach, and MFU above 100 %).
+    """
+    import tensorflow as tf
+
+    out = {}
+    for dtype in PRECISIONS:
+        a = tf.cast(tf.random.normal([n, n], dtype=tf.float32), dtype)
+        matmul = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x)))  # the n^2 sum is noise next to n^3
+        matmul(a).numpy()
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 3:
+            call = time.perf_counter()
+            matmul(a).numpy()
+            times.append(time.perf_counter() - call)
+        elapsed = min(times) if fastest_call else time.perf_counter() - start
+        out[dtype] = 2.0 * n**3 * (1 if fastest_call else len(times)) / elapsed / 1e12
+    return {"peak_tflops": out, "cpus": os.cpu_count(), "peak_method": "fastest call" if fastest_call else "all calls"}
+
+
+def summarize_throughput(results, keys, flops_per_step, setting):
+    """Best repeat per setting with MFU, and the zoo's best setting over each peer's best, per size.
+
+    Args:
+      results: worker results; those with contender "peak" carry `peak_tflops` (best of the repeats is kept).
+      keys: the fields that name one setting (a row per distinct combination; "size" and "contender" among them).
+      flops_per_step: fn(dims) -> model FLOPs of one training step (one formula for every contender).
+      setting: fn(row) -> a short label of the row's setting, for the ratio lines.
+
+    Returns:
+      {"peak_tflops": {dtype: TFLOP/s}, "rows": best rows with model_tflops_per_step, mfu_pct (vs the peak of
+      the row's precision) and mfu_bf16_peak_pct (vs the bf16 peak, the machine's fastest matmul), "ratios": [...]}.
+    """
+    peaks = {}
+    for row in results:
+        for dtype, value in row.get("peak_tflops", {}).items():
+            peaks[dtype] = max(peaks.get(dtype, 0.0), value)
+    rows = best([r for r in results if r["contender"] != "peak"], keys, "tokens_per_s")
+    for row in rows:
+        flops = flops_per_step(row["dims"])
+        row["model_tflops_per_step"] = flops / 1e12
+        achieved = flops / (row["step_ms"] / 1000.0)
+        row["mfu_pct"] = 100.0 * achieved / (peaks[row["precision"]] * 1e12)
+        row["mfu_bf16_peak_pct"] = 100.0 * achieved / (peaks["bfloat16"] * 1e12)
+    return {"peak_tflops": peaks, "rows": rows, "ratios": zoo_over_peers(rows, setting)}
+
+
+def zoo_over_peers(rows, setting, metric="tokens_per_s"):
+    """Per size, the zoo's best row over each peer's best row: [{size, peer, ratio, zoo_setting, peer_setting}]."""
+    ratios = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        top = {}
+        for row in rows:
+            if row["size"] == size and row[metric] > top.get(row["contender"], {}).get(metric, 0.0):
+                top[row["contender"]] = row
+        for peer in (c for c in top if c != "zoo"):
+            if "zoo" in top:
+                ratios.append({"size": size, "peer": peer, "ratio": top["zoo"][metric] / top[peer][metric],
+                               "zoo_setting": setting(top["zoo"]), "peer_setting": setting(top[peer])})
+    return ratios
+
+
+def throughput_columns(setting_columns):
+    """The report's columns: size, contender, the script's `setting_columns` ([(header, key, spec)]), then the
+    measurements every training-throughput table shows."""
+    return [("size", "size", ""), ("contender", "contender", ""), *setting_columns,
+            ("tokens/s", "tokens_per_s", ",.0f"),
+            ("all repeats", lambda r: " ".join(f"{v:,.0f}" for v in r["tokens_per_s_all"]), ""),
+            ("step ms", "step_ms", ",.1f"), ("MFU %", "mfu_pct", ".2f"), ("MFU % of bf16 peak", "mfu_bf16_peak_pct", ".2f"),
+            ("peak RSS MB", "peak_rss_mb", ",.0f"), ("params", "params", ",d"), ("loss", "loss", ".3f")]
+
+
+def report_throughput(summary, columns):
+    """Prints the matmul peaks, the results table and the zoo-best / peer-best ratios."""
+    peaks = summary["peak_tflops"]
+    print("matmul peak (tf.matmul): " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in peaks.items()))
+    print(format_table(summary["rows"], columns))
+    for r in summary["ratios"]:
+        print(f"{r['size']}: zoo best ({r['zoo_setting']}) / {r['peer']} best ({r['peer_setting']}) = {r['ratio']:.2f}x")

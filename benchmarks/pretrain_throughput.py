@@ -25,16 +25,13 @@ Full run (hours on a small CPU; run it on a quiet machine):
 Smoke test (about 1.5 minutes, 11 worker processes): PYTHONPATH=. python -m benchmarks.pretrain_throughput --tiny
 """
 
-import contextlib
-import os
 import sys
-import time
 
 from benchmarks import common
 
 MODULE = "benchmarks.pretrain_throughput"
 CONTENDERS = ("zoo", "keras_hub", "hf")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = common.PRECISIONS
 # L/H/A as Turc et al.'s BERT-mini and the paper's BERT-base; I = 4H; T, P, V as BERT's phase-1 pretraining.
 SIZES = {
     "mini": dict(layers=4, hidden=256, heads=4, intermediate=1024, batch=32),
@@ -78,15 +75,8 @@ def _keras_hub(d, batch, precision, xla):
     # loss / weighted_metrics "auto": keras-hub's own (sparse CE from logits, weighted by mask_weights).
     model.compile(optimizer=optim.adamw(1e-4, variables=model.trainable_variables), jit_compile=xla)
     features = {k: batch[k] for k in ("token_ids", "segment_ids", "padding_mask", "mask_positions")}
-    iterator = iter(tf.data.Dataset.from_tensors((features, batch["mask_ids"], batch["mask_weights"])).repeat())
-    model.make_train_function()
-
-    def run(n):  # what fit() does per step (steps_per_execution=1), without callbacks
-        for _ in range(n):
-            logs = model.train_function(iterator)
-        return float(logs["loss"])
-
-    return run, model.count_params(), {"compute_dtype": backbone.compute_dtype}
+    dataset = tf.data.Dataset.from_tensors((features, batch["mask_ids"], batch["mask_weights"])).repeat()
+    return common.keras_train_steps(model, dataset), model.count_params(), {"compute_dtype": backbone.compute_dtype}
 
 
 def _hf(d, batch, precision, xla):
@@ -98,62 +88,25 @@ def _hf(d, batch, precision, xla):
     config = transformers.BertConfig(vocab_size=d["vocab"], hidden_size=d["hidden"], num_hidden_layers=d["layers"],
                                      num_attention_heads=d["heads"], intermediate_size=d["intermediate"])
     model = transformers.BertForPreTraining(config).train()
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=1e-4, eps=1e-6)
+    optimizer, params = common.torch_adamw(model, 1e-4, epsilon=1e-6)
     labels = np.full(batch["token_ids"].shape, -100, np.int64)  # HF: -100 = not a masked position
     np.put_along_axis(labels, batch["mask_positions"], batch["mask_ids"], 1)
     inputs = {"input_ids": batch["token_ids"], "token_type_ids": batch["segment_ids"],
               "attention_mask": batch["padding_mask"], "labels": labels, "next_sentence_label": batch["next_sentence_labels"]}
     inputs = {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in inputs.items()}
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bfloat16" else contextlib.nullcontext
-
-    def run(n):
-        for _ in range(n):
-            with autocast():
-                loss = model(**inputs).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return float(loss)
-
-    extra = {"compute_dtype": "bfloat16 (autocast)" if precision == "bfloat16" else "float32",
-             "torch_threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation}
-    return run, sum(p.numel() for p in params), extra
-
-
-def _peak(n, seconds=1.0):
-    """float32 and bfloat16 tf.matmul throughput (TFLOP/s) of an n x n product: the machine's practical peak."""
-    import tensorflow as tf
-
-    out = {}
-    for dtype in PRECISIONS:
-        a = tf.cast(tf.random.normal([n, n], dtype=tf.float32), dtype)
-        matmul = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x)))  # the n^2 sum is noise next to n^3
-        matmul(a).numpy()
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or count < 3:
-            matmul(a).numpy()
-            count += 1
-        out[dtype] = 2.0 * n**3 * count / (time.perf_counter() - start) / 1e12
-    return {"peak_tflops": out, "cpus": os.cpu_count()}
+    run = common.torch_train_steps(model, inputs, optimizer, params, precision)
+    return run, sum(p.numel() for p in params), common.torch_extra(model, precision)
 
 
 def worker(spec):
     """Runs one worker spec; returns its measurements."""
     if spec["contender"] == "peak":
-        return _peak(spec["matmul_n"])
+        return common.matmul_peak(spec["matmul_n"])
     d = spec["dims"]
     batch = common.synthetic_pretraining_batch(d["batch"], d["seq"], d["predictions"], d["vocab"])
     build = {"zoo": _zoo, "keras_hub": _keras_hub, "hf": _hf}[spec["contender"]]
-    (run, params, extra), build_s = common.timed(build, d, batch, spec["precision"], spec["xla"] == "on")
-    _, warmup_s = common.timed(run, spec["warmup"])
-    loss, seconds = common.timed(run, spec["steps"])
-    tokens = d["batch"] * d["seq"] * spec["steps"]
-    return {"tokens_per_s": tokens / seconds, "step_ms": 1000 * seconds / spec["steps"], "build_s": build_s,
-            "warmup_s": warmup_s, "loss": loss, "params": int(params), **extra}
+    return common.measure_training(lambda: build(d, batch, spec["precision"], spec["xla"] == "on"), spec["steps"],
+                                   spec["warmup"], d["batch"] * d["seq"])
 
 
 # ---- parent ------------------------------------------------------------------------------------------------
@@ -173,29 +126,7 @@ def _specs(args):
 
 def summarize(results):
     """Best repeat per setting with MFU, and the zoo's best setting over each peer's best, per size."""
-    peaks = {}
-    for row in results:
-        for dtype, value in row.get("peak_tflops", {}).items():
-            peaks[dtype] = max(peaks.get(dtype, 0.0), value)
-    runs = [r for r in results if r["contender"] != "peak"]
-    rows = common.best(runs, ("size", "contender", "precision", "xla"), "tokens_per_s")
-    for row in rows:
-        flops = model_flops_per_step(row["dims"])
-        row["model_tflops_per_step"] = flops / 1e12
-        achieved = flops / (row["step_ms"] / 1000.0)
-        row["mfu_pct"] = 100.0 * achieved / (peaks[row["precision"]] * 1e12)  # vs the peak of its own precision
-        row["mfu_bf16_peak_pct"] = 100.0 * achieved / (peaks["bfloat16"] * 1e12)  # vs the machine's fastest matmul
-    ratios = []
-    for size in dict.fromkeys(r["size"] for r in rows):
-        top = {}
-        for row in rows:
-            if row["size"] == size and row["tokens_per_s"] > top.get(row["contender"], {}).get("tokens_per_s", 0.0):
-                top[row["contender"]] = row
-        for peer in (c for c in top if c != "zoo"):
-            if "zoo" in top:
-                ratios.append({"size": size, "peer": peer, "ratio": top["zoo"]["tokens_per_s"] / top[peer]["tokens_per_s"],
-                               "zoo_setting": _setting(top["zoo"]), "peer_setting": _setting(top[peer])})
-    return {"peak_tflops": peaks, "rows": rows, "ratios": ratios}
+    return common.summarize_throughput(results, ("size", "contender", "precision", "xla"), model_flops_per_step, _setting)
 
 
 def _setting(row):
@@ -204,16 +135,7 @@ def _setting(row):
 
 def report(summary):
     """Prints the results table, the matmul peaks and the ratios."""
-    peaks = summary["peak_tflops"]
-    print("matmul peak (tf.matmul): " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in peaks.items()))
-    columns = [("size", "size", ""), ("contender", "contender", ""), ("precision", "precision", ""), ("xla", "xla", ""),
-               ("tokens/s", "tokens_per_s", ",.0f"),
-               ("all repeats", lambda r: " ".join(f"{v:,.0f}" for v in r["tokens_per_s_all"]), ""),
-               ("step ms", "step_ms", ",.1f"), ("MFU %", "mfu_pct", ".2f"), ("MFU % of bf16 peak", "mfu_bf16_peak_pct", ".2f"),
-               ("peak RSS MB", "peak_rss_mb", ",.0f"), ("params", "params", ",d"), ("loss", "loss", ".3f")]
-    print(common.format_table(summary["rows"], columns))
-    for r in summary["ratios"]:
-        print(f"{r['size']}: zoo best ({r['zoo_setting']}) / {r['peer']} best ({r['peer_setting']}) = {r['ratio']:.2f}x")
+    common.report_throughput(summary, common.throughput_columns([("precision", "precision", ""), ("xla", "xla", "")]))
 
 
 def main(argv=None):

@@ -99,6 +99,54 @@ def test_model_flops_formula_counts_the_zoo_encoder_kernels():
     assert model_flops_per_step(dims) == per_token * dims["seq"] + nsp
 
 
+@pytest.fixture(scope="module")
+def gpt_pretrain(tmp_path_factory):
+    # bf16 only and XLA off keep it near a minute (5 workers); bf16 is the recorded paper-size setting, float32 and
+    # the shared plumbing run in the BERT smoke test above, the zoo's XLA step in tests/test_xla.py.
+    return _run("benchmarks.gpt_pretrain_throughput", tmp_path_factory.mktemp("gpt_pretrain"), "--xla=off",
+                "--precisions=bfloat16")
+
+
+def test_gpt_pretrain_throughput_tiny(gpt_pretrain):
+    stdout, data, _ = gpt_pretrain
+    settings = {(r["contender"], r["precision"], r["xla"], r["lm_loss"]) for r in data["rows"]}
+    assert settings == {("zoo", "bfloat16", "off", "whole"), ("zoo", "bfloat16", "off", "chunked"),
+                        ("keras_hub", "bfloat16", "off", "n/a"), ("hf", "bfloat16", "n/a", "n/a")}
+    for row in data["rows"]:
+        _positive(row, "tokens_per_s", "step_ms", "mfu_pct", "peak_rss_mb", "build_peak_rss_mb", "params",
+                  "model_tflops_per_step")
+        assert math.isfinite(row["loss"]) and row["rss_over_build_mb"] >= 0
+        assert row["size"] == "tiny" and f"tiny  {row['contender']:>9}" in stdout
+    zoo = {r["lm_loss"]: r for r in data["rows"] if r["contender"] == "zoo"}
+    assert abs(zoo["whole"]["loss"] - zoo["chunked"]["loss"]) < 0.05  # the same model and batch, two loss paths
+    assert zoo["whole"]["default_lm_loss_path"] == "whole"  # 2 x 15 x 105 logits: far below the chunking threshold
+    assert sorted(r["peer"] for r in data["ratios"]) == ["hf", "keras_hub"]
+    assert sorted((r["lm_loss"], r["peer"]) for r in data["ratios_by_lm_loss"]) == [
+        ("chunked", "hf"), ("chunked", "keras_hub"), ("whole", "hf"), ("whole", "keras_hub")]
+    for ratio in data["ratios"] + data["ratios_by_lm_loss"]:
+        _positive(ratio, "ratio")
+        assert f"/ {ratio['peer']} best ({ratio['peer_setting']}) = {ratio['ratio']:.2f}x" in stdout
+    assert "matmul peak (tf.matmul): float32" in stdout
+    _check_meta(data, "benchmarks.gpt_pretrain_throughput")
+
+
+def test_gpt_model_flops_formula_counts_the_zoo_decoder_kernels():
+    # 4H^2 + 2HI per layer is exactly the GPT blocks' kernels (QKV, output, FFN); the tied head adds H x V.
+    import numpy as np
+
+    from benchmarks.gpt_pretrain_throughput import model_flops_per_step
+    from zoo.gpt import GPTBackbone
+
+    dims = dict(layers=2, hidden=32, heads=2, intermediate=128, vocab=50, seq=8, batch=3)
+    backbone = GPTBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=128,
+                           max_sequence_length=8)
+    backbone.build()
+    kernels = sum(int(np.prod(w.shape)) for block in backbone.blocks for w in block.weights if len(w.shape) == 2)
+    head = int(np.prod(backbone.token_embedding.embeddings.shape))
+    per_token = 6 * (kernels + head) + 12 * dims["layers"] * dims["seq"] * dims["hidden"]
+    assert model_flops_per_step(dims) == per_token * dims["seq"] * dims["batch"]
+
+
 def test_data_pipeline_tiny(data_pipeline):
     stdout, data, _ = data_pipeline
     assert sorted(r["contender"] for r in data["rows"]) == ["hf", "reference", "zoo"]
