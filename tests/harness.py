@@ -292,9 +292,13 @@ for name, signature in loaded.signatures.items():
         batches = [decode(b) for b in batches]
         feed = {n: at_rank(batches[i % len(batches)], specs[n].shape.rank) for i, n in enumerate(names)}
         try:
+            rows = len(batches[0]) if batches else 0
             for n in specs:  # every other input (e.g. sampling settings) comes from the settings
                 if n not in feed:
-                    feed[n] = tf.constant(settings[n], specs[n].dtype)
+                    value = settings[n]
+                    if specs[n].shape.rank == 1 and np.ndim(value) == 0:  # a [B] input: the number once per row
+                        value = [value] * rows
+                    feed[n] = tf.constant(value, specs[n].dtype, shape=[rows] if specs[n].shape.rank == 1 else None)
             for key, value in signature(**feed).items():
                 out[f"{case}|{name}|{key}"] = value.numpy()
         except Exception as e:  # reported, with every other failure, by the harness
@@ -316,7 +320,8 @@ def serve_in_fresh_process(export_dir, cases, timeout=300, settings=None):
     cases: {case: [batch]} or {case: [batch_a, batch_b]}: batches of str/bytes (or of rows of K str/bytes); a
     signature's string inputs (sorted by name) take the batches in turn. A [B, K] string input takes rows as they
     are and a string as a row of two copies; a [B] input takes a row's first string. settings: {input name: number
-    or list} for every non-string input (e.g. max_new_tokens, seed), cast to the signature's dtype. Returns
+    or list} for every non-string input (e.g. max_new_tokens, seed), cast to the signature's dtype; a number for a
+    [B] input (e.g. the sequence_len of pre-split tokens) is repeated once per row of the case's batch. Returns
     ({case: {signature: {key: array}}}, {"case|signature": error}, {signature: [its string input names]}).
     """
     outputs, errors, inputs, _ = _serve(export_dir, cases, timeout, settings)

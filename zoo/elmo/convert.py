@@ -14,12 +14,16 @@ The file's quirks are handled here, so the model stays plain:
 The softmax is not in these files (bilm-tf never writes it).
 """
 
+import os
+
 import numpy as np
+from absl import logging
 
 from zoo import formats
 from zoo.elmo.backbone import DIRECTIONS, ElmoBackbone
 from zoo.elmo.config import ElmoConfig
 from zoo.formats import ConversionError
+from zoo.text.words import SPECIAL_WORDS
 
 
 def config_from_options(options, path="options.json"):
@@ -151,3 +155,102 @@ def read_token_embeddings(path, projection_dim=None):
         raise ConversionError(f"{path}: 'embedding' is {list(table.shape)}, expected width {projection_dim} (the "
                               "model's projection_dim).")
     return np.concatenate([np.zeros((1, table.shape[1]), np.float32), np.asarray(table, np.float32)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A bilm-tf folder -> a zoo model dir (trainers.convert --model=elmo --from=bilm_tf --to=zoo).
+
+OPTIONS_FILE = "options.json"
+WEIGHT_FILES = ("lm_weights.hdf5", "weights.hdf5")  # bilm-tf's dump_weights name, and allennlp's downloads'
+DEFAULT_SEQUENCE_LENGTH = 128  # positions per sentence (with <S> and </S>) of the converted model's preprocessor
+_SKIPPED_LINE = "!!!MAXTERMID"
+
+
+def _find_file(folder, names, what):
+    for name in names:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise ConversionError(f"{folder} has no {' or '.join(names)}: expected bilm-tf's {what} there.")
+
+
+def find_vocabulary(folder):
+    """The folder's vocabulary file: vocab.txt, else the one *vocab*.txt file; None when there is none."""
+    if os.path.isfile(os.path.join(folder, "vocab.txt")):
+        return os.path.join(folder, "vocab.txt")
+    found = sorted(f for f in os.listdir(folder) if "vocab" in f.lower() and f.endswith(".txt"))
+    if len(found) > 1:
+        raise ConversionError(f"{folder} holds several vocabulary files {found}: keep one, or name it vocab.txt.")
+    return os.path.join(folder, found[0]) if found else None
+
+
+def read_vocabulary_words(path):
+    """(words, specials added): a bilm-tf vocab file's words as its `Vocabulary` reads them (lines stripped,
+    `!!!MAXTERMID` skipped), with any of <S>, </S>, <UNK> it lacks appended at the end (ids of its words unchanged)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = [line.strip() for line in f]
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"{path} is not UTF-8 text ({e}); a bilm-tf vocabulary is one word per line.") from None
+    words = [w for w in words if w and w != _SKIPPED_LINE]
+    added = [w for w in SPECIAL_WORDS if w not in words]
+    return words + added, added
+
+
+def bilm_tf_to_zoo(input_path, output_path, allow_missing=(), sequence_length=None, lowercase=None, overwrite=False):
+    """A bilm-tf folder (options.json + lm_weights.hdf5, optionally a vocabulary file) -> a zoo model dir.
+
+    The weight file holds no softmax (bilm-tf never writes it), so by default the model dir is a feature model:
+    vocabulary_size 0, its checkpoint the backbone only (`trainers.export`, `trainers.finetune --init`, the
+    `ElmoEmbedder`). `allow_missing=("softmax",)` instead adds a freshly initialised softmax over the vocabulary
+    (recorded as such), so that `trainers.pretrain` can continue training it. The vocabulary (vocab.txt, or the
+    folder's one *vocab*.txt) gives the token ids; without one it is just <S>, </S>, <UNK> (the characters, not
+    the ids, are what the biLM reads). zoo_config.json records the source under `conversion`.
+
+    Returns:
+      (ElmoConfig, ElmoBackbone) as written.
+    """
+    import tensorflow as tf
+
+    from zoo import model_dir as md
+    from zoo.elmo.preprocessor import ElmoTokenizer
+    from zoo.elmo.pretrainer import ElmoLanguageModel
+
+    unknown = sorted(set(allow_missing) - {"softmax"})
+    if unknown:
+        raise ConversionError(f"allow_missing={','.join(unknown)}: a bilm-tf source may lack only the softmax.")
+    if not os.path.isdir(input_path):
+        raise ConversionError(f"{input_path} is not a folder: give the folder holding bilm-tf's options.json and "
+                              "lm_weights.hdf5.")
+    formats.check_distinct_folders(input_path, output_path)
+    options_path = _find_file(input_path, (OPTIONS_FILE,), "options")
+    weights_path = _find_file(input_path, WEIGHT_FILES, "weights (dump_weights)")
+    vocab_path = find_vocabulary(input_path)
+    words, added = read_vocabulary_words(vocab_path) if vocab_path else (list(SPECIAL_WORDS), list(SPECIAL_WORDS))
+    if vocab_path and added:
+        logging.warning("%s lacks %s: appended at ids %d..%d.", vocab_path, ", ".join(added), len(words) - len(added),
+                        len(words) - 1)
+    tokenizer = ElmoTokenizer(words, lowercase=bool(lowercase))
+    with_softmax = "softmax" in allow_missing
+    config = config_from_options(formats.read_json(options_path, "bilm-tf options (options.json)"), options_path)
+    config = config.replace(vocabulary_size=tokenizer.vocabulary_size if with_softmax else 0)
+    weights = formats.read_hdf5(weights_path, "bilm-tf weights (lm_weights.hdf5 from dump_weights)")
+    backbone = ElmoBackbone(**config.to_dict())
+    backbone.build()
+    load_bilm_tf_weights(backbone, weights, weights_path)
+    length = DEFAULT_SEQUENCE_LENGTH if sequence_length is None else int(sequence_length)
+    if length < 3:
+        raise ConversionError(f"sequence_length={length} is too short: at least 3 (<S>, a word, </S>).")
+    source = {"format": "bilm_tf", "path": os.path.abspath(input_path), "options": os.path.basename(options_path),
+              "weights": os.path.basename(weights_path),
+              "vocabulary": os.path.basename(vocab_path) if vocab_path else None, "special_words_added": added,
+              "initialised": ["softmax"] if with_softmax else []}
+    model = ElmoLanguageModel(backbone) if with_softmax else tf.train.Checkpoint(backbone=backbone)
+    if with_softmax:
+        model.build()
+    with formats.atomic_dir(output_path, overwrite) as tmp:
+        md.write_model_dir(tmp, "elmo", config, tokenizer, length, conversion=source)
+        tf.train.CheckpointManager(tf.train.Checkpoint(model=model), tmp, max_to_keep=1).save()
+    logging.info("Converted %s (bilm-tf: %d filters, %d highway, LSTM %d/%d x %d%s) -> %s", input_path,
+                 len(config.filters), config.num_highway, config.lstm_dim, config.projection_dim, config.num_layers,
+                 ", softmax initialised" if with_softmax else ", no softmax", output_path)
+    return config, backbone
