@@ -81,6 +81,8 @@ class WordVocabulary(Tokenizer):
       lowercase: lower-case UTF-8 before splitting (bilm-tf does not; off by default).
 
     Example:
+      >>> import tensorflow as tf
+      >>> from zoo.text.words import WordVocabulary
       >>> vocab = WordVocabulary(["<S>", "</S>", "<UNK>", "the", "film"])
       >>> vocab.tokenize(tf.constant(["the film  rocks"])).to_list()
       [[3, 4, 2]]
