@@ -257,3 +257,21 @@ def test_recorded_results_carry_meta_one_file_per_benchmark_and_machine():
         key = (data["benchmark"], meta["machine"], precisions)
         assert key not in seen, (name, seen.get(key))
         seen[key] = name
+
+
+def test_elmo_pretrain_throughput_tiny(tmp_path):
+    # The zoo, PyTorch (nn.LSTM with proj_size) and stock Keras (keras.layers.LSTM + Dense) at a toy size, float32,
+    # XLA off, one round: three persistent worker processes side by side (about 30 s on an idle machine).
+    stdout, data, _ = _run("benchmarks.elmo_pretrain_throughput", tmp_path, "--contenders=zoo,torch,keras_lstm",
+                           "--precisions=float32", "--keras_xla=off")
+    assert sorted(r["contender"] for r in data["rows"]) == ["keras_lstm", "torch", "zoo"]
+    for row in data["rows"]:
+        assert "error" not in row, row
+        _positive(row, "tokens_per_s", "step_ms", "cpu_ms", "mfu_pct", "peak_rss_mb", "params", "model_tflops_per_step")
+        assert math.isfinite(row["loss"]) and row["size"] == "tiny" and len(row["round_tokens_per_s"]) == 1
+    assert sorted(r["peer"] for r in data["ratios"]) == ["best_peer", "keras_lstm", "torch"]
+    for ratio in data["ratios"]:
+        _positive(ratio, "ratio")
+        assert f"/ {ratio['peer']}" in stdout and f"= {ratio['ratio']:.2f}x" in stdout
+    assert all(data["meta"][k]["uptime"] and len(data["meta"][k]["loadavg"]) == 3 for k in ("load_start", "load_end"))
+    _check_meta(data, "benchmarks.elmo_pretrain_throughput")
