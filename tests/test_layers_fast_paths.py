@@ -183,37 +183,124 @@ def test_softmax_cross_entropy_with_hits_equals_tf_and_argmax(jit_compile):
         softmax_cross_entropy_with_hits(labels, tf.cast(logits, tf.bfloat16))
 
 
-@pytest.mark.parametrize("dtype,jit_compile", [("float32", False), ("float32", True), ("bfloat16", False)])
-def test_chunked_tied_softmax_loss_equals_the_whole_logits_path(dtype, jit_compile):
-    """The chunked path (rows not a multiple of the chunk) gives the whole-logits values and gradients."""
-    from zoo.layers.losses import tied_softmax_cross_entropy
-
-    rng = np.random.default_rng(1)
-    n, h, v = 203, 16, 97
+def _tied_problem(n, h=16, v=97, seed=1):
+    """hidden float32 [n, h], a float32 table variable [v, h] (logits of a few nats), labels, upstream weights."""
+    rng = np.random.default_rng(seed)
     hidden = tf.constant(rng.normal(size=(n, h)), tf.float32)
     table = tf.Variable(rng.normal(size=(v, h)).astype(np.float32) * 2)
     labels = tf.constant(rng.integers(0, v, size=n), tf.int32)
     upstream = tf.constant(rng.uniform(0.5, 2.0, size=n), tf.float32)
+    return hidden, table, labels, upstream
+
+
+def _tied_loss_and_gradients(hidden, table, labels, upstream, dtype, jit_compile=False, **options):
+    """(cross-entropy, hits, d hidden, d table) of sum(ce * upstream), inputs cast to `dtype` (as mixed precision)."""
+    from zoo.layers.losses import tied_softmax_cross_entropy
 
     @tf.function(jit_compile=jit_compile)
-    def run(max_logits_bytes):
+    def run():
         with tf.GradientTape() as tape:
             tape.watch(hidden)
-            x = tf.cast(hidden, dtype)
-            ce, hits = tied_softmax_cross_entropy(x, tf.cast(table, dtype), labels, chunk_rows=64,
-                                                  max_logits_bytes=max_logits_bytes)
+            ce, hits = tied_softmax_cross_entropy(tf.cast(hidden, dtype), tf.cast(table, dtype), labels, **options)
             total = tf.reduce_sum(ce * upstream)
         return (ce, hits, *tape.gradient(total, [hidden, table]))
 
-    whole, chunked = run(1 << 40), run(0)
-    logits = hidden.numpy().astype(np.float64) @ table.numpy().T.astype(np.float64)
-    reference = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1) - logits[np.arange(n), labels.numpy()]
-    tol = 1e-4 if dtype == "float32" else 0.5
-    np.testing.assert_allclose(whole[0].numpy(), reference, rtol=tol, atol=tol)
-    for a, b, what in zip(whole, chunked, ("cross-entropy", "hits", "d hidden", "d table")):
-        # bf16: the whole path sums d table in bf16, the chunked one in float32: one bf16 ulp apart at most.
-        rtol, atol = (1e-4, 1e-4) if dtype == "float32" else (1e-2, 2e-2)
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=rtol, atol=atol, err_msg=what)
+    return [t.numpy() for t in run()]
+
+
+def _tied_reference(hidden, table, labels, upstream, dtype):
+    """float64 (cross-entropy, d hidden, d table) of the inputs rounded to `dtype`."""
+    x = tf.cast(tf.cast(hidden, dtype), tf.float64).numpy()
+    w = tf.cast(tf.cast(table, dtype), tf.float64).numpy()
+    rows, y = np.arange(len(x)), labels.numpy()
+    logits = x @ w.T
+    top = logits.max(1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
+    g = np.exp(logits - lse[:, None])
+    g[rows, y] -= 1
+    g *= upstream.numpy()[:, None]
+    return lse - logits[rows, y], g @ w, g.T @ x
+
+
+# 203 rows in chunks of 64: four chunks of 51 (one padded row), four vocabulary blocks of 25 (the last shifted back
+# over 3 columns of the one before); 10 rows: fewer than one chunk, one block of all 97 columns.
+@pytest.mark.parametrize("n", [203, 10])
+@pytest.mark.parametrize("dtype,jit_compile", [("float32", False), ("float32", True), ("bfloat16", False),
+                                               ("bfloat16", True)])
+def test_chunked_tied_softmax_loss_equals_the_whole_logits_path(n, dtype, jit_compile):
+    """Both paths' values and gradients (hidden and table) against each other and against float64."""
+    problem = _tied_problem(n)
+    whole = _tied_loss_and_gradients(*problem, dtype, jit_compile, max_logits_bytes=1 << 40)
+    chunked = _tied_loss_and_gradients(*problem, dtype, jit_compile, chunk_rows=64, max_logits_bytes=0)
+    reference = _tied_reference(*problem, dtype)
+    assert [a.dtype for a in chunked] == [a.dtype for a in whole] == [np.float32] * 4
+    # The forward is the same softmax arithmetic on the same logits: hits equal, cross-entropies to rounding.
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
+    if dtype == "float32":
+        for a, b, want, what in zip(chunked[2:], whole[2:], reference[1:], ("d hidden", "d table")):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=what)
+            np.testing.assert_allclose(a, want, rtol=2e-5, atol=2e-5, err_msg=what)
+    else:
+        # bf16 rounds the matmuls' outputs: the chunked path rounds d hidden once per vocabulary block (summed in
+        # float32), the whole path once. Neither may be further from float64 than the other allows.
+        for i, (a, b, want, what) in enumerate(zip(chunked[2:], whole[2:], reference[1:], ("d hidden", "d table"))):
+            scale = np.abs(want).max()
+            chunked_error, whole_error = np.abs(a - want).max() / scale, np.abs(b - want).max() / scale
+            assert chunked_error <= 1.5 * whole_error + 1e-3 and chunked_error < 2e-2, (what, chunked_error, whole_error)
+            np.testing.assert_allclose(a, b, rtol=0.1, atol=0.05 * scale, err_msg=what)
+    np.testing.assert_allclose(whole[0], reference[0], rtol=1e-4 if dtype == "float32" else 0.05, atol=1e-4)
+
+
+def test_chunked_tied_loss_is_deterministic_and_takes_rows_unknown_when_traced():
+    from zoo.layers.losses import tied_softmax_cross_entropy
+
+    hidden, table, labels, upstream = _tied_problem(75, v=5000)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16]), tf.TensorSpec([None], tf.int32)])
+    def run(x, y):  # N unknown when traced: the chunked path whatever max_logits_bytes says
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            ce, _ = tied_softmax_cross_entropy(x, tf.convert_to_tensor(table), y, chunk_rows=16)
+            total = tf.reduce_sum(ce * upstream)
+        return (ce, *tape.gradient(total, [x, table]))
+
+    first, second = ([t.numpy() for t in run(hidden, labels)] for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)  # bit for bit
+    whole = _tied_loss_and_gradients(hidden, table, labels, upstream, "float32", max_logits_bytes=1 << 40)
+    for a, b in zip(first, [whole[0], *whole[2:]]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("max_logits_bytes", [0, 1 << 40], ids=["chunked", "whole"])
+def test_tied_loss_labels_out_of_range_raise(max_logits_bytes):
+    from zoo.layers.losses import tied_softmax_cross_entropy
+
+    hidden, table, _, _ = _tied_problem(7)
+    for bad in ([0, 1, 97, 3, 4, 5, 6], [0, -1, 2, 3, 4, 5, 6]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="label"):
+            tied_softmax_cross_entropy(hidden, tf.convert_to_tensor(table), tf.constant(bad), chunk_rows=4,
+                                       max_logits_bytes=max_logits_bytes)
+
+
+def test_lm_loss_memory_benchmark_runs_at_a_tiny_size(tmp_path):
+    """benchmarks/lm_loss_memory.py's main at its --tiny size, its workers in this process (seconds)."""
+    import json
+
+    from benchmarks import lm_loss_memory
+
+    out = tmp_path / "lm_loss_memory.json"
+    assert lm_loss_memory.main(["--tiny", "--in_process", "--repeats=1", f"--json_out={out}"]) == 0
+    data = json.loads(out.read_text())
+    assert {"date", "commit", "machine", "versions", "command"} <= set(data["meta"])
+    assert data["meta"]["command"].startswith("python -m benchmarks.lm_loss_memory --tiny")
+    rows = data["rows"]
+    assert sorted((r["precision"], r["path"]) for r in rows) == sorted(
+        (p, path) for p in ("bfloat16", "float32") for path in ("whole", "chunked"))
+    for row in rows:
+        assert row["seconds"] > 0 and row["peak_mb"] >= 0 and np.isfinite(row["loss"]), row
+        assert row["rows"] == 16 and row["time_over_whole"] > 0, row
 
 
 def test_hits_break_ties_by_the_first_index_and_labels_out_of_range_raise():
